@@ -1,0 +1,198 @@
+"""The acts a role chooses from at each step, offered to the model as tools with strict schemas.
+
+A role's menu: ``delegate`` (only when it has reports, only to them), each of its tools,
+``ask_human`` and ``deliver``. The model must call exactly one; the engine checks the call against
+the menu and the schemas, and tells the model what was wrong when it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from qapten.orgchart import ActKind
+from qapten.tools import Tool
+
+DELEGATE = "delegate"
+DELIVER = "deliver"
+ASK_HUMAN = "ask_human"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Assignment(_Strict):
+    to: str = Field(description="the name of one of your direct reports")
+    brief: str = Field(min_length=1, description="what that report must do, self-contained")
+
+
+class DelegateArgs(_Strict):
+    """Split your task among your direct reports; they work in parallel and report back."""
+
+    tasks: list[Assignment] = Field(min_length=1)
+
+
+class DeliverArgs(_Strict):
+    """Hand in the result of your task: the finished work, complete and ready to use."""
+
+    result: str = Field(min_length=1)
+
+
+class AskHumanArgs(_Strict):
+    """Ask the human orchestrator a question only they can answer, and wait for the answer."""
+
+    question: str = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """One entry of a role's menu."""
+
+    name: str
+    """The act's own name: ``delegate``, ``deliver``, ``ask_human`` or the tool's name."""
+    wire_name: str
+    """The name the model sees (function names allow only letters, digits, ``_`` and ``-``)."""
+    kind: ActKind
+    description: str
+    args_model: type[BaseModel]
+    tool: Tool | None = None
+
+    def as_openai_tool(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.wire_name,
+                "description": self.description,
+                "parameters": self.args_model.model_json_schema(),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ChosenAct:
+    """A valid choice: which act, with arguments already validated."""
+
+    spec: ActSpec
+    args: dict[str, Any]
+
+
+class InvalidChoice(ValueError):
+    """The model's answer is not exactly one valid act; the message is shown to the model."""
+
+
+def wire_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
+
+
+def build_menu(reports: Sequence[str], tools: Sequence[Tool]) -> tuple[ActSpec, ...]:
+    """The acts open to a role with these direct reports and tools, in a stable order."""
+    menu: list[ActSpec] = []
+    if reports:
+        names = ", ".join(reports)
+        menu.append(
+            ActSpec(
+                DELEGATE,
+                DELEGATE,
+                ActKind.PLAN,
+                f"{DelegateArgs.__doc__} Your direct reports: {names}.",
+                DelegateArgs,
+            )
+        )
+    for tool in tools:
+        menu.append(
+            ActSpec(
+                tool.name,
+                wire_name(tool.name),
+                ActKind.ACTION,
+                tool.description,
+                tool.args_model,
+                tool,
+            )
+        )
+    menu.append(
+        ActSpec(ASK_HUMAN, ASK_HUMAN, ActKind.QUESTION, AskHumanArgs.__doc__ or "", AskHumanArgs)
+    )
+    menu.append(
+        ActSpec(DELIVER, DELIVER, ActKind.DELIVERABLE, DeliverArgs.__doc__ or "", DeliverArgs)
+    )
+    return tuple(menu)
+
+
+def validate_args(spec: ActSpec, args: Mapping[str, Any], reports: Sequence[str]) -> dict[str, Any]:
+    """Check arguments against the act's schema and the engine's own rules.
+
+    Raises `InvalidChoice` with a message that names the field and the valid choices. The same
+    check serves the model's proposal and a human's edit, so both are held to one standard.
+    """
+    try:
+        clean = spec.args_model.model_validate(dict(args)).model_dump(mode="json")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        msg = f"invalid arguments for {spec.name}: {problems}"
+        raise InvalidChoice(msg) from exc
+    if spec.name == DELEGATE:
+        for index, assignment in enumerate(clean["tasks"]):
+            if assignment["to"] not in reports:
+                msg = (
+                    f"tasks.{index}.to: {assignment['to']!r} is not one of your direct reports; "
+                    f"you may delegate only to: {', '.join(reports)}"
+                )
+                raise InvalidChoice(msg)
+    return clean
+
+
+def parse_choice(message: AIMessage, menu: Sequence[ActSpec], reports: Sequence[str]) -> ChosenAct:
+    """Turn the model's answer into a `ChosenAct`, or raise `InvalidChoice` saying what is wrong."""
+    by_wire = {spec.wire_name: spec for spec in menu}
+    options = ", ".join(by_wire)
+    calls = message.tool_calls
+    if not calls:
+        msg = f"you answered with text; call exactly one of these tools: {options}"
+        raise InvalidChoice(msg)
+    if len(calls) > 1:
+        names = ", ".join(call["name"] for call in calls)
+        msg = f"you called {len(calls)} tools ({names}); call exactly one of: {options}"
+        raise InvalidChoice(msg)
+    call = calls[0]
+    spec = by_wire.get(call["name"])
+    if spec is None:
+        msg = f"{call['name']!r} is not one of your acts; call exactly one of: {options}"
+        raise InvalidChoice(msg)
+    return ChosenAct(spec, validate_args(spec, call["args"], reports))
+
+
+def raw_output(message: AIMessage) -> str:
+    """What the model said, as text, for the record when its answer could not be used."""
+    if message.tool_calls:
+        return json.dumps([{"name": c["name"], "args": c["args"]} for c in message.tool_calls])
+    invalid = getattr(message, "invalid_tool_calls", None)
+    if invalid:
+        return json.dumps([dict(c) for c in invalid], default=str)
+    return str(message.content)
+
+
+def title_for(spec: ActSpec, args: Mapping[str, Any]) -> str:
+    """A one-line summary for the inbox."""
+    if spec.name == DELEGATE:
+        return "Delegate to " + ", ".join(t["to"] for t in args["tasks"])
+    if spec.name == DELIVER:
+        return "Deliver: " + _first_line(args["result"])
+    if spec.name == ASK_HUMAN:
+        return "Question: " + _first_line(args["question"])
+    shown = ", ".join(f"{k}={_first_line(str(v), 30)!r}" for k, v in args.items())
+    return f"{spec.name}({shown})"
+
+
+def _first_line(text: str, limit: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,206 @@
+"""One step of a role, in two halves that never share a node run:
+
+* **think** asks the model for one act and records it as a proposal (auto-approved when the
+  policy says so). The proposal is keyed by (task, step), so a replay after a crash finds it and
+  never calls the model again (DESIGN §4, trap 1).
+* **act** carries out whatever was decided: executes the approved (or edited) payload, or hands
+  the rejection, revision request or answer back to the role for its next think.
+
+Waiting for a human is not a step at all: the task parks as ``waiting`` and `dispatch` picks it
+up once the store shows a decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage
+
+from qapten.acts import DELEGATE, DELIVER, InvalidChoice, parse_choice, raw_output, title_for
+from qapten.board import Task, TaskStatus, new_task
+from qapten.context import SwarmContext, new_id
+from qapten.journal import run_tool
+from qapten.orgchart import AutonomyLevel
+from qapten.prompts import messages_for, retry_message
+from qapten.proposals import Proposal, ProposalStatus, payload_hash
+from qapten.testing import ROLE_METADATA_KEY
+
+Patch = dict[str, Any]
+
+
+def fail(reason: str) -> Patch:
+    return {"status": TaskStatus.FAILED.value, "error": reason}
+
+
+async def think(ctx: SwarmContext, run_id: str, mission: str, task: Task) -> tuple[Patch, int]:
+    """Choose the task's next act. Returns the task patch and the model calls it cost."""
+    role = ctx.chart.roles[task["role"]]
+    step = task["steps"] + 1
+    if step > role.max_steps:
+        return fail(
+            f"step limit reached: {role.name} may make {role.max_steps} model "
+            "calls per task (max_steps in the org chart)"
+        ), 0
+    proposal = await ctx.store.find_step_proposal(run_id, task["id"], step)
+    calls = 0
+    if proposal is None:
+        proposal, calls, failure = await _ask_model(ctx, run_id, mission, task, step)
+        if proposal is None:
+            await ctx.store.add_event(
+                run_id, "task.failed", {"task_id": task["id"], "error": failure}
+            )
+            return {**fail(failure), "steps": step}, calls
+    waiting = proposal.status is ProposalStatus.PENDING
+    return {
+        "steps": step,
+        "proposal": proposal.id,
+        "status": (TaskStatus.WAITING if waiting else TaskStatus.ACTING).value,
+    }, calls
+
+
+async def _ask_model(
+    ctx: SwarmContext, run_id: str, mission: str, task: Task, step: int
+) -> tuple[Proposal | None, int, str]:
+    role = ctx.chart.roles[task["role"]]
+    menu = ctx.menus[role.name]
+    reports = ctx.reports(role.name)
+    messages = messages_for(ctx.chart, mission, task, menu)
+    config: Any = {
+        "metadata": {ROLE_METADATA_KEY: role.name, "qapten_run": run_id, "qapten_task": task["id"]}
+    }
+    error = ""
+    tokens = 0
+    for attempt in range(1, ctx.max_output_retries + 2):
+        answer: AIMessage = await ctx.models[role.name].ainvoke(messages, config=config)
+        tokens += answer.usage_metadata["total_tokens"] if answer.usage_metadata else 0
+        try:
+            choice = parse_choice(answer, menu, reports)
+        except InvalidChoice as exc:
+            error = str(exc)
+            raw = raw_output(answer)
+            await ctx.store.add_event(
+                run_id,
+                "model.invalid_output",
+                {
+                    "task_id": task["id"],
+                    "role": role.name,
+                    "attempt": attempt,
+                    "error": error,
+                    "raw": raw[:4000],
+                },
+            )
+            messages = [*messages, retry_message(error, raw)]
+            continue
+        tool_name = choice.spec.name if choice.spec.tool is not None else None
+        level = role.autonomy.level_for(choice.spec.kind, tool_name)
+        auto = level is AutonomyLevel.AUTO
+        digest = payload_hash(choice.args)
+        proposal = Proposal(
+            id=new_id("p"),
+            run_id=run_id,
+            task_id=task["id"],
+            role=role.name,
+            kind=choice.spec.kind,
+            act=choice.spec.name,
+            title=title_for(choice.spec, choice.args),
+            payload=choice.args,
+            payload_hash=digest,
+            status=ProposalStatus.APPROVED if auto else ProposalStatus.PENDING,
+            created_at=ctx.store.clock(),
+            decided_at=ctx.store.clock() if auto else None,
+            decided_by="policy:auto" if auto else None,
+            decided_payload=choice.args if auto else None,
+            approved_hash=digest if auto else None,
+        )
+        await ctx.store.create_proposal(proposal, step=step, tokens=tokens)
+        return proposal, attempt, ""
+    attempts = ctx.max_output_retries + 1
+    return (
+        None,
+        attempts,
+        (
+            f"the model gave no usable answer in {attempts} tries; last problem: {error} "
+            "(the raw answers are in the run's model.invalid_output events)"
+        ),
+    )
+
+
+async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[Task]]:
+    """Carry out the decided proposal. Returns the task patch and any new child tasks."""
+    assert task["proposal"] is not None, "act needs a proposal"
+    proposal = await ctx.store.get_proposal(task["proposal"])
+    role = ctx.chart.roles[task["role"]]
+    status = proposal.status
+    notes = list(task["notes"])
+    thinking = TaskStatus.THINKING.value
+    if status is ProposalStatus.ANSWERED:
+        question = proposal.payload.get("question", "")
+        notes.append(f"You asked: {question!r}. The human answered: {proposal.feedback}")
+        return {"status": thinking, "notes": notes}, []
+    if status is ProposalStatus.REVISION_REQUESTED:
+        revisions = task["revisions"] + 1
+        if revisions > role.max_revisions:
+            return fail(
+                f"revision limit reached: {role.name} may revise "
+                f"{role.max_revisions} times (max_revisions in the org chart)"
+            ), []
+        notes.append(
+            f"The human asked you to revise your proposal ({proposal.title}): {proposal.feedback}"
+        )
+        return {"status": thinking, "notes": notes, "revisions": revisions}, []
+    if not status.executes:
+        why = f": {proposal.feedback}" if proposal.feedback else ""
+        notes.append(
+            f"The human {status.value} your proposal ({proposal.title}){why}. "
+            "Do not do it; choose another way."
+        )
+        return {"status": thinking, "notes": notes}, []
+
+    payload = proposal.decided_payload if proposal.decided_payload is not None else proposal.payload
+    if payload_hash(payload) != proposal.approved_hash:
+        # Only the exact payload that was approved may run; anything else is refused loudly.
+        await ctx.store.add_event(
+            run_id,
+            "act.refused",
+            {"proposal_id": proposal.id, "reason": "payload does not match the approved hash"},
+        )
+        notes.append(
+            f"Your proposal ({proposal.title}) was not executed: its payload changed "
+            "after approval."
+        )
+        return {"status": thinking, "notes": notes}, []
+    edited = " (as edited by the human)" if status is ProposalStatus.EDITED else ""
+    if proposal.act == DELEGATE:
+        return _delegate(task, payload, notes)
+    if proposal.act == DELIVER:
+        await ctx.store.add_event(run_id, "task.done", {"task_id": task["id"], "role": role.name})
+        return {"status": TaskStatus.DONE.value, "result": payload["result"]}, []
+    tool = next(spec.tool for spec in ctx.menus[role.name] if spec.name == proposal.act)
+    assert tool is not None
+    outcome = await run_tool(ctx.store, tool, payload, proposal, ctx.workspace(run_id))
+    notes.append(f"You called {tool.name}{edited}: {outcome}")
+    return {"status": thinking, "notes": notes}, []
+
+
+def _delegate(task: Task, payload: dict[str, Any], notes: list[str]) -> tuple[Patch, list[Task]]:
+    start = len(task["children"])
+    children = [
+        new_task(f"{task['id']}.{start + i}", a["to"], a["brief"], parent=task["id"])
+        for i, a in enumerate(payload["tasks"], 1)
+    ]
+    names = ", ".join(f"{c['role']} ({c['id']})" for c in children)
+    notes.append(f"You delegated to {names}.")
+    patch = {
+        "status": TaskStatus.DELEGATED.value,
+        "children": [*task["children"], *(c["id"] for c in children)],
+        "awaiting": [c["id"] for c in children],
+        "notes": notes,
+    }
+    return patch, children
+
+
+def child_report(child: Task) -> str:
+    """What a manager is told when a child task ends."""
+    if child["status"] == TaskStatus.DONE.value:
+        return f"Result from {child['role']} ({child['id']}): {child['result']}"
+    return f"Task {child['id']} for {child['role']} failed: {child['error']}"

@@ -1,0 +1,89 @@
+"""Qapten's own tables, beside LangGraph's checkpoints: runs, proposals, events, tool journal."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "qapten_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org", String(200), nullable=False),
+    Column("mission", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("result", Text),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # One writer advances a run at a time: a lease with a fencing token (the token grows at
+    # every new claim, so a writer that lost its lease can tell).
+    Column("lease_owner", String(120)),
+    Column("lease_token", Integer, nullable=False, default=0),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Index("ix_qapten_runs_status", "status", "created_at"),
+)
+
+proposals = Table(
+    "qapten_proposals",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("task_id", String(200), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("role", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("act", String(200), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("payload_hash", String(64), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decided_by", String(200)),
+    Column("feedback", Text),
+    Column("decided_payload", JSON),
+    Column("approved_hash", String(64)),
+    # The model is asked once per (task, step): a replay after a crash finds this row instead.
+    UniqueConstraint("run_id", "task_id", "step", name="uq_qapten_proposals_step"),
+    Index("ix_qapten_proposals_status", "status", "created_at"),
+    Index("ix_qapten_proposals_run", "run_id", "created_at"),
+)
+
+events = Table(
+    "qapten_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(40)),
+    Column("type", String(60), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_qapten_events_run", "run_id", "id"),
+)
+
+tool_calls = Table(
+    "qapten_tool_calls",
+    metadata,
+    Column("call_id", String(40), primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("task_id", String(200), nullable=False),
+    Column("role", String(100), nullable=False),
+    Column("tool", String(200), nullable=False),
+    Column("args", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("result", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)

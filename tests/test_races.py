@@ -1,0 +1,57 @@
+"""Two decisions on one proposal: a compare-and-set, so exactly one wins and the tool runs once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from qapten import ProposalAlreadyDecided, Reject, ToolContext
+from qapten.testing import ScriptedChatModel, delegate, deliver, use
+
+from .conftest import SwarmFactory, write_org
+
+
+async def test_twenty_concurrent_decisions_one_winner(
+    make_swarm: SwarmFactory, tmp_path: Path
+) -> None:
+    effects: list[str] = []
+
+    def deploy(version: str, ctx: ToolContext) -> str:
+        """Deploy a version to production."""
+        effects.append(version)
+        return f"deployed {version}"
+
+    model = ScriptedChatModel(
+        {
+            "ceo": [delegate(cto="Deploy 1.2"), deliver("shipped")],
+            "cto": [use("deploy", version="1.2"), deliver("deployed 1.2")],
+        }
+    )
+    swarm = make_swarm(model, tools=[deploy], org=write_org(tmp_path, give_cto_deploy))
+    run = await swarm.start("Ship 1.2")
+    [plan] = await swarm.pending(run.id)
+    await swarm.decide(plan.id, "approve")
+    [action] = await swarm.pending(run.id)
+    assert action.act == "deploy"
+
+    decisions = [
+        swarm.decide(action.id, "approve" if i % 2 == 0 else Reject(feedback="no"), by=f"human{i}")
+        for i in range(20)
+    ]
+    outcomes = await asyncio.gather(*decisions, return_exceptions=True)
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    losers = [o for o in outcomes if isinstance(o, ProposalAlreadyDecided)]
+    assert len(winners) == 1 and len(losers) == 19
+    assert all(loser.decided_by == winners[0].decided_by for loser in losers)
+
+    [final] = await swarm.pending(run.id)
+    await swarm.decide(final.id, "approve")
+    await swarm.wait(run.id, timeout=10)
+    assert effects == (["1.2"] if winners[0].status == "approved" else [])
+    refused = [e for e in await swarm.events(run.id) if e.type == "decision.refused"]
+    assert len(refused) == 19
+
+
+def give_cto_deploy(data: dict[str, Any]) -> None:
+    data["roles"]["cto"]["tools"] = ["deploy"]
