@@ -9,7 +9,6 @@ chat model (e.g. ``ChatOpenAI(model="gpt-4o-mini")``) to run the same org for re
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from pathlib import Path
 
@@ -19,10 +18,7 @@ from qapten import Answer, Edit, Proposal, Swarm
 from qapten.report import task_tree
 from qapten.testing import ScriptedChatModel, ask, delegate, deliver, use
 
-ORG = Path(
-    os.environ.get("QAPTEN_TEST_ORG")
-    or Path(__file__).resolve().parent.parent / "agents" / "org.yaml"
-)
+ORG = Path(__file__).resolve().parent.parent / "agents" / "org.yaml"
 MISSION = "Launch the public-speaking coaching app"
 
 SCRIPT = ScriptedChatModel(

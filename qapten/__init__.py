@@ -21,7 +21,8 @@ from qapten.errors import (
     ScriptExhausted,
     WorkspaceError,
 )
-from qapten.orgchart import ActKind, Autonomy, AutonomyLevel, ModelRef, OrgChart, Role
+from qapten.models import ModelRef
+from qapten.orgchart import ActKind, Autonomy, AutonomyLevel, OrgChart, Role
 from qapten.proposals import (
     Answer,
     Approve,

@@ -94,9 +94,7 @@ async def dispatch(
                     "(max_steps in the org chart)"
                 )
                 patches[task["id"]] = {"status": TaskStatus.FAILED.value, "error": reason}
-                await ctx.store.add_event(
-                    run_id, "task.failed", {"task_id": task["id"], "error": reason}
-                )
+                await _record_outcome(ctx, run_id, task, patches[task["id"]])
                 continue
             budget -= 1
             sends.append(
@@ -120,8 +118,39 @@ async def role_step(
     task = step["task"]
     if step["phase"] == THINK:
         patch, calls = await think(ctx, run_id, step["mission"], task)
+        await _record_outcome(ctx, run_id, task, patch)
         return {"tasks": {task["id"]: patch}, "steps": calls}
     patch, children = await act(ctx, run_id, task)
+    await _record_outcome(ctx, run_id, task, patch)
+    if children:
+        await ctx.store.add_event(
+            run_id,
+            "task.delegated",
+            {
+                "task_id": task["id"],
+                "role": task["role"],
+                "children": [
+                    {"id": c["id"], "role": c["role"], "brief": c["brief"]} for c in children
+                ],
+            },
+        )
     updates: dict[str, Any] = {task["id"]: patch}
     updates.update({child["id"]: child for child in children})
     return {"tasks": updates}
+
+
+async def _record_outcome(
+    ctx: SwarmContext, run_id: str, task: Task, patch: dict[str, Any]
+) -> None:
+    """A task that ends, whichever half of a step ended it, is one event in the audit log."""
+    status = patch.get("status")
+    if status == TaskStatus.DONE.value:
+        await ctx.store.add_event(
+            run_id, "task.done", {"task_id": task["id"], "role": task["role"]}
+        )
+    elif status == TaskStatus.FAILED.value:
+        await ctx.store.add_event(
+            run_id,
+            "task.failed",
+            {"task_id": task["id"], "role": task["role"], "error": patch["error"]},
+        )

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -32,13 +31,11 @@ from pydantic import (
 )
 
 from qapten.errors import ChartProblem, ConfigurationError, OrgChartError
+from qapten.models import ModelField, ModelRef
 from qapten.tools import BUILTIN_TOOL_NAMES, resolve_tool_ref
 from qapten.yaml_source import Issue, KeyPath, describe, issue_of, located_error, parse_yaml
 
 ROLE_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-PROVIDERS: tuple[str, ...] = ("local", "openai", "scripted")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password)$", re.IGNORECASE)
 
 
 class AutonomyLevel(StrEnum):
@@ -98,88 +95,6 @@ class Autonomy(BaseModel):
         if isinstance(self.action, AutonomyLevel):
             return self.action
         return self.action.get(tool or "", AutonomyLevel.APPROVE)
-
-
-def _split_model_spec(spec: str) -> dict[str, str | None]:
-    """`local`, `openai:NAME` or `scripted:FILE` as the fields of a `ModelRef`."""
-    provider, _, name = spec.partition(":")
-    if provider not in PROVIDERS:
-        choices = ", ".join(PROVIDERS)
-        msg = f"unknown model provider {provider!r} in {spec!r}; choose one of {choices}"
-        raise located_error(msg)
-    return {"provider": provider, "name": name or None}
-
-
-class ModelRef(BaseModel):
-    """The chat model a role uses: the embedded local model, an OpenAI-compatible server, or a
-    scripted model (for demos and tests)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-    provider: Literal["local", "openai", "scripted"]
-    """local (the embedded default), openai (any OpenAI-compatible server) or scripted."""
-    name: str | None = Field(None, min_length=1)
-    """The model's name for openai; the script file for scripted."""
-    base_url: str | None = None
-    """The server's URL, for openai only (default: OpenAI's)."""
-    api_key_env: str | None = None
-    """The NAME of the environment variable holding the API key (default: OPENAI_API_KEY)."""
-
-    @classmethod
-    def parse(cls, value: str | Mapping[str, Any]) -> ModelRef:
-        """Read `local`, `openai:NAME`, `scripted:FILE`, or a mapping of the fields.
-
-        Raises `ValueError` (pydantic's `ValidationError` for a mapping) when it is neither.
-        """
-        return cls.model_validate(_split_model_spec(value) if isinstance(value, str) else value)
-
-    def __str__(self) -> str:
-        return self.provider if self.name is None else f"{self.provider}:{self.name}"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_secrets(cls, data: Any) -> Any:
-        for key in data if isinstance(data, Mapping) else ():
-            if isinstance(key, str) and key != "api_key_env" and _SECRET_KEY.search(key):
-                msg = (
-                    f"{key!r} would put a secret in the chart: name the environment variable "
-                    "that holds it instead, with api_key_env (e.g. api_key_env: OPENAI_API_KEY)"
-                )
-                raise located_error(msg, at=(key,), at_key=True)
-        return data
-
-    @model_validator(mode="after")
-    def _check_fields_of_provider(self) -> Self:
-        if self.provider != "local" and self.name is None:
-            what = "a model name" if self.provider == "openai" else "a script file"
-            msg = f"provider {self.provider!r} needs {what}: '{self.provider}:NAME' or name: NAME"
-            raise located_error(msg)
-        for key in ("base_url", "api_key_env"):
-            if getattr(self, key) is not None and self.provider != "openai":
-                msg = f"{key} is for provider 'openai' only, not {self.provider!r}"
-                raise located_error(msg, at=(key,), at_key=True)
-        # Never echo the value: someone may have pasted the key itself here.
-        if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
-            msg = "api_key_env takes the NAME of an environment variable (like OPENAI_API_KEY)"
-            raise located_error(f"{msg}, not the key itself", at=("api_key_env",))
-        return self
-
-
-def _model_from_spec(value: Any) -> Any:
-    return _split_model_spec(value) if isinstance(value, str) else value
-
-
-_ModelSpec = Annotated[
-    str,
-    Field(
-        pattern=r"^(local(:.+)?|(openai|scripted):.+)$",
-        examples=["local", "openai:gpt-4o-mini", "scripted:script.json"],
-    ),
-]
-_ModelField = Annotated[
-    ModelRef | None,
-    BeforeValidator(_model_from_spec, json_schema_input_type=_ModelSpec | ModelRef | None),
-]
 
 
 def _check_tool(name: str, info: ValidationInfo) -> str:
@@ -243,7 +158,7 @@ class Role(BaseModel):
     """The role's manager; null for the one role that reports to the human orchestrator."""
     tools: tuple[_ToolName, ...] = ()
     """Tools the role may call: built-in ones (workspace.*) or 'package.module:function'."""
-    model: _ModelField = None
+    model: ModelField = None
     """The chat model of this role, when it differs from the chart's."""
     autonomy: Autonomy = Field(default_factory=Autonomy)
     """Who decides the role's plans, actions and deliverables: auto, approve or human."""
@@ -301,7 +216,7 @@ class OrgChart(BaseModel):
 
     name: str = Field(min_length=1)
     """The company's name."""
-    model: _ModelField = None
+    model: ModelField = None
     """The default chat model of every role: local, openai:NAME, scripted:FILE, or a mapping."""
     max_steps: int = Field(200, ge=1, strict=True)
     """Model calls allowed for one whole run."""

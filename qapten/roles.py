@@ -46,9 +46,6 @@ async def think(ctx: SwarmContext, run_id: str, mission: str, task: Task) -> tup
     if proposal is None:
         proposal, calls, failure = await _ask_model(ctx, run_id, mission, task, step)
         if proposal is None:
-            await ctx.store.add_event(
-                run_id, "task.failed", {"task_id": task["id"], "error": failure}
-            )
             return {**fail(failure), "steps": step}, calls
     waiting = proposal.status is ProposalStatus.PENDING
     return {
@@ -173,7 +170,6 @@ async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[T
     if proposal.act == DELEGATE:
         return _delegate(task, payload, notes)
     if proposal.act == DELIVER:
-        await ctx.store.add_event(run_id, "task.done", {"task_id": task["id"], "role": role.name})
         return {"status": TaskStatus.DONE.value, "result": payload["result"]}, []
     tool = next(spec.tool for spec in ctx.menus[role.name] if spec.name == proposal.act)
     assert tool is not None

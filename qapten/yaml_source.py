@@ -85,6 +85,11 @@ def _problem_at(file: str, node: Node | None, message: str) -> ChartProblem:
     return ChartProblem(file, mark.line + 1, mark.column + 1, message)
 
 
+def _merged(value: Node) -> list[Node]:
+    """The mappings a merge key (`<<: *a` or `<<: [*a, *b]`) brings in."""
+    return list(value.value) if isinstance(value, SequenceNode) else [value]
+
+
 def _child(node: Node | None, part: str | int) -> tuple[Node, Node] | None:
     """The (key node, value node) that `part` selects in `node`, following merge keys."""
     if isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
@@ -95,9 +100,7 @@ def _child(node: Node | None, part: str | int) -> tuple[Node, Node] | None:
     merged: list[Node] = []
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE_TAG:
-            merged.extend(
-                value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-            )
+            merged.extend(_merged(value_node))
         elif isinstance(key_node, ScalarNode) and key_node.value == part:
             return key_node, value_node
     for source in merged:
@@ -156,9 +159,7 @@ class _Builder:
         merged: list[Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                merged.extend(
-                    value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-                )
+                merged.extend(_merged(value_node))
                 continue
             key = self.build(key_node, path) if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str):

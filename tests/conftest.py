@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from qapten import Swarm
 from qapten.testing import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parent.parent
-ORG = Path(os.environ.get("QAPTEN_TEST_ORG", ROOT / "agents" / "org.yaml"))
+ORG = ROOT / "agents" / "org.yaml"
 
 
 @pytest.fixture

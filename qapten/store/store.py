@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
@@ -21,19 +21,11 @@ from qapten.proposals import Proposal, ProposalStatus
 from qapten.store import tables as t
 
 Clock = Callable[[], datetime]
+R = TypeVar("R")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands datetimes back without their zone; every time Qapten writes is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _utc_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
 
 
 @dataclass(frozen=True)
@@ -162,14 +154,14 @@ class Store:
         if row is None:
             msg = f"no run with id {run_id!r}"
             raise RunNotFound(msg)
-        return _run(row._mapping)
+        return _record(Run, row._mapping)
 
     async def list_runs(self, status: str | None = None) -> list[Run]:
         query = select(t.runs).order_by(t.runs.c.created_at.desc())
         if status:
             query = query.where(t.runs.c.status == status)
         async with self.engine.connect() as conn:
-            return [_run(row._mapping) for row in await conn.execute(query)]
+            return [_record(Run, row._mapping) for row in await conn.execute(query)]
 
     async def set_run_status(
         self, run_id: str, status: str, *, result: str | None = None, error: str | None = None
@@ -203,7 +195,7 @@ class Store:
             if row is None:
                 msg = f"no run with id {run_id!r}"
                 raise RunNotFound(msg)
-            expires = _utc_or_none(row.lease_expires_at)
+            expires = _in_utc(row.lease_expires_at)
             if row.lease_owner not in (None, owner) and expires is not None and expires > now:
                 return None
             token = int(row.lease_token) + 1
@@ -390,10 +382,7 @@ class Store:
         if run_id is not None:
             query = query.where(t.events.c.run_id == run_id)
         async with self.engine.connect() as conn:
-            return [
-                Event(row.id, row.run_id, row.type, row.data, _utc(row.created_at))
-                for row in await conn.execute(query)
-            ]
+            return [_record(Event, row._mapping) for row in await conn.execute(query)]
 
     # -- tool journal ---------------------------------------------------------------------------
 
@@ -402,7 +391,7 @@ class Store:
             row = (
                 await conn.execute(select(t.tool_calls).where(t.tool_calls.c.call_id == call_id))
             ).first()
-        return None if row is None else _tool_call(row._mapping)
+        return None if row is None else _record(ToolCall, row._mapping)
 
     async def tool_calls(self, run_id: str) -> list[ToolCall]:
         query = (
@@ -411,7 +400,7 @@ class Store:
             .order_by(t.tool_calls.c.started_at)
         )
         async with self.engine.connect() as conn:
-            return [_tool_call(row._mapping) for row in await conn.execute(query)]
+            return [_record(ToolCall, row._mapping) for row in await conn.execute(query)]
 
     async def start_tool_call(
         self,
@@ -465,36 +454,17 @@ class Store:
             )
 
 
-def _run(row: RowMapping) -> Run:
-    return Run(
-        id=row["id"],
-        org=row["org"],
-        mission=row["mission"],
-        status=row["status"],
-        result=row["result"],
-        error=row["error"],
-        created_at=_utc(row["created_at"]),
-        updated_at=_utc(row["updated_at"]),
-    )
+def _record(cls: type[R], row: RowMapping) -> R:
+    """A dataclass from a row with the same column names; datetimes come back in UTC."""
+    return cls(**{f.name: _in_utc(row[f.name]) for f in fields(cls)})  # type: ignore[arg-type]
 
 
 def _proposal(row: RowMapping) -> Proposal:
-    data = {k: v for k, v in row.items() if k != "step"}
-    data["created_at"] = _utc(data["created_at"])
-    data["decided_at"] = _utc_or_none(data["decided_at"])
-    return Proposal.model_validate(data)
+    return Proposal.model_validate({k: _in_utc(v) for k, v in row.items() if k != "step"})
 
 
-def _tool_call(row: RowMapping) -> ToolCall:
-    return ToolCall(
-        call_id=row["call_id"],
-        run_id=row["run_id"],
-        task_id=row["task_id"],
-        role=row["role"],
-        tool=row["tool"],
-        args=row["args"],
-        status=row["status"],
-        result=row["result"],
-        started_at=_utc(row["started_at"]),
-        finished_at=_utc_or_none(row["finished_at"]),
-    )
+def _in_utc(value: Any) -> Any:
+    # SQLite hands datetimes back without their zone; every time Qapten writes is UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
