@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from qapten import Answer, Edit, InvalidDecision, ProposalNotFound, RunFailed, ScriptExhausted
+from qapten import (
+    Answer,
+    Edit,
+    InvalidDecision,
+    ProposalNotFound,
+    ProposalStatus,
+    RunFailed,
+    ScriptExhausted,
+)
 from qapten.testing import ScriptedChatModel, delegate, deliver, use
 
 from .conftest import SwarmFactory, write_org
@@ -98,3 +106,41 @@ async def test_yaml_names_module_tools_and_a_role_model(
     ]
     assert swarm.workspace(run.id).read_text("memo.txt") == calls[1].call_id
     assert ceo.calls_for("cto") == []  # the CTO ran on its own model from the YAML
+
+
+async def test_a_payload_that_differs_from_the_approved_hash_never_runs(
+    make_swarm: SwarmFactory,
+) -> None:
+    model = ScriptedChatModel(
+        {
+            "ceo": [delegate(cto="Write the plan"), deliver("ok")],
+            "cto": [
+                use("workspace.write_file", path="plan.md", content="safe"),
+                deliver("gave up"),
+            ],
+        }
+    )
+    swarm = make_swarm(model)
+    run = await swarm.start("Plan")
+    [plan] = await swarm.pending(run.id)
+    await swarm.decide(plan.id, "approve")
+    [action] = await swarm.pending(run.id)
+    # A tampered record: approved for the proposed payload, but another payload to execute.
+    await swarm.store.decide(
+        action.id,
+        status=ProposalStatus.APPROVED,
+        decided_by="mallory",
+        decided_payload={"path": "plan.md", "content": "rm -rf /"},
+        approved_hash=action.payload_hash,
+    )
+    await swarm.resume(run.id)
+    [final] = await swarm.pending(run.id)
+    await swarm.decide(final.id, "approve")
+    await swarm.wait(run.id, timeout=5)
+    assert await swarm.tool_calls(run.id) == []
+    refused = [e for e in await swarm.events(run.id) if e.type == "act.refused"]
+    assert refused[0].data == {
+        "proposal_id": action.id,
+        "reason": "payload does not match the approved hash",
+    }
+    assert "payload changed after approval" in model.calls_for("cto")[1].prompt
