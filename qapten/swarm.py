@@ -26,7 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 from qapten.acts import InvalidChoice, build_menu, validate_args
 from qapten.board import ROOT_TASK_ID, Board, Task, TaskStatus, new_task
 from qapten.context import SwarmContext, new_id
-from qapten.errors import ConfigurationError, InvalidDecision, ProposalAlreadyDecided, RunFailed
+from qapten.errors import ConfigurationError, InvalidDecision, RunFailed
 from qapten.graph import build_graph
 from qapten.models import chat_model
 from qapten.orgchart import OrgChart
@@ -151,6 +151,10 @@ class Swarm:
         assert self._store is not None and self._context is not None
         return self._store, self._graph, self._context
 
+    async def open(self) -> None:
+        """Open the database now (otherwise the first call does). Idempotent."""
+        await self._ready()
+
     async def close(self) -> None:
         """Let in-flight steps finish, then close the database connections."""
         await self.idle()
@@ -161,7 +165,7 @@ class Swarm:
         self._graph = self._store = self._saver_conn = self._context = None
 
     async def __aenter__(self) -> Swarm:
-        await self._ready()
+        await self.open()
         return self
 
     async def __aexit__(
@@ -217,8 +221,6 @@ class Swarm:
         store, _, _ = await self._ready()
         proposal = await store.get_proposal(proposal_id)
         chosen = parse_decision(decision)
-        if proposal.status is not ProposalStatus.PENDING:
-            raise ProposalAlreadyDecided(proposal.id, proposal.status.value, proposal.decided_by)
         if chosen.decision not in ALLOWED_DECISIONS[proposal.kind]:
             allowed = ", ".join(sorted(ALLOWED_DECISIONS[proposal.kind]))
             msg = f"a {proposal.kind.value} proposal takes {allowed}; not {chosen.decision!r}"

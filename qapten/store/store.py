@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import event, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -156,10 +156,20 @@ class Store:
             raise RunNotFound(msg)
         return _record(Run, row._mapping)
 
-    async def list_runs(self, status: str | None = None) -> list[Run]:
-        query = select(t.runs).order_by(t.runs.c.created_at.desc())
+    async def list_runs(
+        self,
+        status: str | None = None,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """Newest first; `before` is the (created_at, id) of the last item of the previous page."""
+        c = t.runs.c
+        query = select(t.runs).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
         if status:
-            query = query.where(t.runs.c.status == status)
+            query = query.where(c.status == status)
+        if before is not None:
+            query = query.where(tuple_(c.created_at, c.id) < tuple_(*before))
         async with self.engine.connect() as conn:
             return [_record(Run, row._mapping) for row in await conn.execute(query)]
 
@@ -251,7 +261,7 @@ class Store:
         values = proposal.model_dump()
         auto = proposal.status is ProposalStatus.APPROVED
         async with self._write() as conn:
-            await conn.execute(insert(t.proposals).values(step=step, **values))
+            await conn.execute(insert(t.proposals).values(step=step, tokens=tokens, **values))
             await self._event(
                 conn,
                 proposal.run_id,
@@ -294,6 +304,41 @@ class Store:
             query = query.where(t.proposals.c.run_id == run_id)
         async with self.engine.connect() as conn:
             return [_proposal(row._mapping) for row in await conn.execute(query)]
+
+    async def page_proposals(
+        self,
+        *,
+        status: ProposalStatus | None = None,
+        run_id: str | None = None,
+        role: str | None = None,
+        kind: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Proposal]:
+        """Newest first; `before` is the (created_at, id) of the last item of the previous page."""
+        c = t.proposals.c
+        query = select(t.proposals).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        for column, value in (
+            (c.status, status),
+            (c.run_id, run_id),
+            (c.role, role),
+            (c.kind, kind),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if before is not None:
+            at, last_id = before
+            query = query.where(tuple_(c.created_at, c.id) < tuple_(at, last_id))
+        async with self.engine.connect() as conn:
+            return [_proposal(row._mapping) for row in await conn.execute(query)]
+
+    async def tokens_by_role(self, run_id: str | None = None) -> dict[str, int]:
+        c = t.proposals.c
+        query = select(c.role, func.sum(c.tokens)).group_by(c.role)
+        if run_id is not None:
+            query = query.where(c.run_id == run_id)
+        async with self.engine.connect() as conn:
+            return {role: int(total or 0) for role, total in await conn.execute(query)}
 
     async def decide(
         self,
@@ -460,7 +505,8 @@ def _record(cls: type[R], row: RowMapping) -> R:
 
 
 def _proposal(row: RowMapping) -> Proposal:
-    return Proposal.model_validate({k: _in_utc(v) for k, v in row.items() if k != "step"})
+    skip = ("step", "tokens")
+    return Proposal.model_validate({k: _in_utc(v) for k, v in row.items() if k not in skip})
 
 
 def _in_utc(value: Any) -> Any:

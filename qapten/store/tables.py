@@ -56,9 +56,11 @@ proposals = Table(
     Column("feedback", Text),
     Column("decided_payload", JSON),
     Column("approved_hash", String(64)),
+    # Tokens the model spent to produce this proposal, its retries included.
+    Column("tokens", Integer, nullable=False, default=0),
     # The model is asked once per (task, step): a replay after a crash finds this row instead.
     UniqueConstraint("run_id", "task_id", "step", name="uq_qapten_proposals_step"),
-    Index("ix_qapten_proposals_status", "status", "created_at"),
+    Index("ix_qapten_proposals_status", "status", "created_at", "id"),
     Index("ix_qapten_proposals_run", "run_id", "created_at"),
 )
 

@@ -1,0 +1,54 @@
+"""The HTTP control plane: `create_app(swarm)` for a whole server, `router(swarm)` to mount the
+JSON API inside another FastAPI app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from qapten.api.auth import TokenBook
+from qapten.api.deps import ApiContext
+from qapten.api.routes import events, org, proposals, runs
+from qapten.api.settings import ApiSettings
+from qapten.swarm import Swarm
+
+API_PREFIX = "/api/v1"
+
+__all__ = ["API_PREFIX", "ApiSettings", "create_app", "router"]
+
+
+def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
+    """The JSON API over `swarm`, to include in any FastAPI app (open the swarm in its lifespan)."""
+    settings = settings or ApiSettings.load()
+    context = ApiContext(swarm=swarm, settings=settings, tokens=TokenBook(settings.all_tokens()))
+
+    def bind(request: Request) -> None:
+        request.state.qapten = context
+
+    api = APIRouter(dependencies=[Depends(bind)])
+    for resource in (runs.router, proposals.router, events.router, org.router):
+        api.include_router(resource)
+    return api
+
+
+def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
+    """A FastAPI app serving the API under /api/v1; it opens and closes `swarm` with itself."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await swarm.open()
+        try:
+            yield
+        finally:
+            await swarm.close()
+
+    app = FastAPI(
+        title=f"Qapten — {swarm.chart.name}",
+        summary="Approve, reject, edit or answer what the agents propose.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.include_router(router(swarm, settings), prefix=API_PREFIX)
+    return app

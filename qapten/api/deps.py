@@ -1,0 +1,112 @@
+"""Dependencies of the routes, as `Annotated` aliases: the context, the caller, their rights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from qapten.api.auth import Principal, TokenBook
+from qapten.api.errors import ApiError
+from qapten.api.schemas import decode_cursor
+from qapten.api.settings import ApiSettings
+from qapten.swarm import Swarm
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    swarm: Swarm
+    settings: ApiSettings
+    tokens: TokenBook
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.state.qapten
+    return context
+
+
+Context = Annotated[ApiContext, Depends(get_context)]
+_bearer = HTTPBearer(auto_error=False, description="A Qapten token: admin, approver or viewer.")
+
+
+async def refuse(
+    context: ApiContext,
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    who: str | None = None,
+    run_id: str | None = None,
+) -> ApiError:
+    """Record a refused attempt as an event, and make the error to raise."""
+    await context.swarm.store.add_event(
+        run_id,
+        "access.refused",
+        {
+            "status": status,
+            "method": request.method,
+            "path": request.url.path,
+            "who": who,
+            "reason": message,
+        },
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return ApiError(status, code, message, headers=headers)
+
+
+async def get_principal(
+    request: Request,
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise await refuse(
+            context,
+            request,
+            401,
+            "unauthorized",
+            "missing token: send 'Authorization: Bearer TOKEN'",
+        )
+    principal = context.tokens.principal(credentials.credentials)
+    if principal is None:
+        raise await refuse(context, request, 401, "unauthorized", "unknown token")
+    return principal
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_writer(request: Request, context: Context, caller: Caller) -> Principal:
+    if not caller.can_write:
+        raise await refuse(
+            context,
+            request,
+            403,
+            "forbidden",
+            f"{caller.name} ({caller.scope}) may not start or cancel runs",
+            who=caller.name,
+        )
+    return caller
+
+
+Writer = Annotated[Principal, Depends(get_writer)]
+
+
+def get_cursor(
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of a page")
+    ] = None,
+) -> tuple[datetime, str] | None:
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", f"cursor: {exc}") from exc
+
+
+Cursor = Annotated[tuple[datetime, str] | None, Depends(get_cursor)]

@@ -1,0 +1,74 @@
+"""Proposals: the human's inbox, and the decision on one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from qapten.api.deps import Caller, Context, Cursor, refuse
+from qapten.api.errors import QaptenRoute
+from qapten.api.schemas import DecisionCreate, Page, ProposalPublic, encode_cursor
+from qapten.proposals import ProposalStatus
+
+router = APIRouter(prefix="/proposals", tags=["proposals"], route_class=QaptenRoute)
+
+
+@router.get("", response_model=Page[ProposalPublic])
+async def list_proposals(
+    context: Context,
+    _caller: Caller,
+    cursor: Cursor,
+    status: ProposalStatus | None = None,
+    role: Annotated[str | None, Query(max_length=100)] = None,
+    run_id: Annotated[str | None, Query(max_length=100)] = None,
+    kind: Annotated[str | None, Query(pattern="^(plan|action|deliverable|question)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page[ProposalPublic]:
+    """Proposals, newest first, filtered, a page at a time."""
+    found = await context.swarm.store.page_proposals(
+        status=status,
+        role=role,
+        run_id=run_id,
+        kind=kind,
+        before=cursor,
+        limit=limit + 1,
+    )
+    items = [ProposalPublic.model_validate(p) for p in found[:limit]]
+    more = len(found) > limit
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+    return Page[ProposalPublic](items=items, next_cursor=next_cursor)
+
+
+@router.get("/{proposal_id}", response_model=ProposalPublic)
+async def get_proposal(proposal_id: str, context: Context, _caller: Caller) -> ProposalPublic:
+    return ProposalPublic.model_validate(await context.swarm.proposal(proposal_id))
+
+
+@router.post(
+    "/{proposal_id}/decision",
+    response_model=ProposalPublic,
+    responses={403: {}, 404: {}, 409: {}, 422: {}},
+)
+async def decide(
+    proposal_id: str, body: DecisionCreate, request: Request, context: Context, caller: Caller
+) -> ProposalPublic:
+    """Approve, reject, revise, edit or answer. Returns once recorded; the run goes on behind.
+
+    409 when someone decided first (the body says who and how); 403 when the caller may not
+    decide for the proposal's role.
+    """
+    swarm = context.swarm
+    proposal = await swarm.proposal(proposal_id)
+    if not caller.can_decide(proposal.role):
+        raise await refuse(
+            context,
+            request,
+            403,
+            "forbidden",
+            f"{caller.name} ({caller.scope}) may not decide {proposal.role} proposals",
+            who=caller.name,
+            run_id=proposal.run_id,
+        )
+    decided = await swarm.decide(proposal_id, body.to_decision(), by=caller.name)
+    return ProposalPublic.model_validate(decided)

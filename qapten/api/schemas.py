@@ -1,0 +1,145 @@
+"""Request and response bodies: a Create / Public pair per resource, plus pages and errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qapten.errors import InvalidDecision
+from qapten.proposals import Answer, Approve, Decision, Edit, Reject, Revise
+
+T = TypeVar("T")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    """Stable, for programs: not_found, already_decided, forbidden, invalid_request…"""
+    message: str
+    """For people."""
+    details: dict[str, Any] | None = None
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mission: str = Field(min_length=1, max_length=10_000)
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    org: str
+    mission: str
+    status: str
+    result: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskPublic(BaseModel):
+    id: str
+    parent: str | None
+    role: str
+    brief: str
+    status: str
+    steps: int
+    revisions: int
+    children: list[str]
+    proposal: str | None
+    result: str | None
+    error: str | None
+
+
+class ProposalPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    run_id: str
+    task_id: str
+    role: str
+    kind: str
+    act: str
+    title: str
+    payload: dict[str, Any]
+    payload_hash: str
+    status: str
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    feedback: str | None
+    decided_payload: dict[str, Any] | None
+
+
+class RunDetail(RunPublic):
+    tasks: list[TaskPublic]
+    tokens: dict[str, int]
+    """Tokens spent by each role in this run."""
+    proposals: list[ProposalPublic]
+
+
+class DecisionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject", "revise", "edit", "answer"]
+    feedback: str | None = Field(None, max_length=20_000)
+    """Why (reject), what to change (revise), or the answer (answer)."""
+    payload: dict[str, Any] | None = None
+    """The edited payload (edit); it must fit the act's argument schema."""
+
+    def to_decision(self) -> Decision:
+        match self.decision:
+            case "approve":
+                return Approve()
+            case "reject":
+                return Reject(feedback=self.feedback or "")
+            case "edit":
+                if self.payload is None:
+                    raise InvalidDecision("an edit needs the edited 'payload'")
+                return Edit(payload=self.payload)
+        if not self.feedback:
+            what = "the answer" if self.decision == "answer" else "what to change"
+            msg = f"a {self.decision} decision needs 'feedback': {what}"
+            raise InvalidDecision(msg)
+        return (
+            Answer(text=self.feedback)
+            if self.decision == "answer"
+            else Revise(feedback=self.feedback)
+        )
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    run_id: str | None
+    type: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+    """Pass as ?cursor= to get the next page; null on the last page."""
+
+
+def encode_cursor(created_at: datetime, item_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), item_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for a cursor this server did not make."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, item_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(at), str(item_id)
+    except (ValueError, TypeError) as exc:
+        msg = f"invalid cursor {cursor!r}: pass the next_cursor of a previous page"
+        raise ValueError(msg) from exc
