@@ -20,7 +20,8 @@ from qapten.api.schemas import EventPublic, Page
 
 router = APIRouter(tags=["events"], route_class=QaptenRoute)
 
-After = Annotated[int | None, Query(ge=0, description="Only events with a greater id.")]
+# Event ids are 64-bit integers in the database; a larger value is a bad request, not a crash.
+After = Annotated[int | None, Query(ge=0, le=2**63 - 1, description="Only events after this id.")]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", pattern=r"^\d{1,18}$")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
