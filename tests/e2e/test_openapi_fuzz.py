@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from .conftest import ADMIN_TOKEN, ServerFactory
 
 
 @pytest.mark.slow
-def test_no_server_errors_under_schemathesis(serve: ServerFactory) -> None:
+def test_no_server_errors_under_schemathesis(serve: ServerFactory, tmp_path: Path) -> None:
     # Enough script for a few runs to plan and deliver; runs started beyond it fail cleanly.
     script = {"ceo": [delegate(cto="x"), deliver("y")] * 20, "cto": [deliver("z")] * 20}
     server = serve(script)
@@ -42,6 +43,7 @@ def test_no_server_errors_under_schemathesis(serve: ServerFactory) -> None:
         text=True,
         timeout=300,
         check=False,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", out.stdout)
