@@ -318,6 +318,18 @@ class Swarm:
         await self._ready()
         self._kick(run_id)
 
+    async def resume_all(self) -> list[str]:
+        """Advance every run that has work in hand (status ``running``), e.g. after a crash.
+
+        A run is ``running`` from its start, and again from each recorded decision, until it
+        waits for a human or ends; so these are exactly the runs a dead process left behind.
+        """
+        store, _, _ = await self._ready()
+        runs = [run.id for run in await store.list_runs("running")]
+        for run_id in runs:
+            self._kick(run_id)
+        return runs
+
     async def idle(self, run_id: str | None = None) -> None:
         """Wait until this process has no step in flight (for `run_id`, or for any run)."""
         while True:

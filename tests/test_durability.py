@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROOT, write_org
+from qapten import ProposalStatus, Swarm
+from qapten.testing import ScriptedChatModel, delegate, deliver
+
+from .conftest import ORG, ROOT, write_org
 
 
 def give_cto_append(data: dict[str, Any]) -> None:
@@ -91,3 +94,34 @@ def _only_run_id(db: str) -> str:
     with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
         [(run_id,)] = conn.execute("select id from qapten_runs").fetchall()
     return str(run_id)
+
+
+async def test_resume_all_picks_up_a_decision_its_recorder_never_acted_on(db: str) -> None:
+    first = Swarm.from_yaml(
+        ORG, model=ScriptedChatModel({"ceo": [delegate(support="Hours")]}), db=db
+    )
+    run = await first.start("Set support hours")
+    [plan] = await first.pending(run.id)
+    assert (await first.run(run.id)).status == "waiting"
+    # Recorded, then the process "dies" before advancing the run (no kick).
+    await first.store.decide(
+        plan.id,
+        status=ProposalStatus.APPROVED,
+        decided_by="alice",
+        decided_payload=plan.payload,
+        approved_hash=plan.payload_hash,
+    )
+    assert (await first.run(run.id)).status == "running"
+    await first.close()
+
+    second = Swarm.from_yaml(
+        ORG,
+        model=ScriptedChatModel({"support": [deliver("9-17")], "ceo": [deliver("done")]}),
+        db=db,
+    )
+    try:
+        assert await second.resume_all() == [run.id]
+        [final] = await second.pending(run.id)
+        assert (final.role, final.kind) == ("ceo", "deliverable")
+    finally:
+        await second.close()

@@ -39,6 +39,7 @@ def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await swarm.open()
+        await swarm.resume_all()  # runs a stopped server left mid-step go on by themselves
         try:
             yield
         finally:

@@ -178,15 +178,28 @@ class Store:
     ) -> bool:
         """Move a run to `status`; returns False (and writes nothing) when it is already there."""
         async with self._write() as conn:
-            changed = await conn.execute(
-                update(t.runs)
-                .where(t.runs.c.id == run_id, t.runs.c.status != status)
-                .values(status=status, result=result, error=error, updated_at=self.clock())
-            )
-            if changed.rowcount == 0:
-                return False
-            data = {k: v for k, v in {"result": result, "error": error}.items() if v is not None}
-            await self._event(conn, run_id, f"run.{status}", data)
+            return await self._move_run(conn, run_id, status, result=result, error=error)
+
+    async def _move_run(
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        status: str,
+        *,
+        only_from: str | None = None,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        query = update(t.runs).where(t.runs.c.id == run_id, t.runs.c.status != status)
+        if only_from is not None:
+            query = query.where(t.runs.c.status == only_from)
+        changed = await conn.execute(
+            query.values(status=status, result=result, error=error, updated_at=self.clock())
+        )
+        if changed.rowcount == 0:
+            return False
+        data = {k: v for k, v in {"result": result, "error": error}.items() if v is not None}
+        await self._event(conn, run_id, f"run.{status}", data)
         return True
 
     # -- leases: one writer per run ---------------------------------------------------------------
@@ -400,6 +413,8 @@ class Store:
                         "feedback": feedback,
                     },
                 )
+                # The run has work again; a restart resumes exactly the runs marked running.
+                await self._move_run(conn, current.run_id, "running", only_from="waiting")
         if result.rowcount == 0:
             raise ProposalAlreadyDecided(proposal_id, current.status.value, current.decided_by)
         return current
