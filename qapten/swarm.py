@@ -398,7 +398,8 @@ class Swarm:
             else:
                 # An empty update wakes `dispatch`, which reads new decisions from the store.
                 await graph.ainvoke(cast(Board, {"tasks": {}}), config, context=context)
-            await self._settle(run_id)
+            if await self._settle(run_id):
+                self._again.add(run_id)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -414,22 +415,37 @@ class Swarm:
                     worker.cancel()
                 return
 
-    async def _settle(self, run_id: str) -> None:
-        """Set the run's status from its board once the graph has nothing left to do."""
+    async def _settle(self, run_id: str) -> bool:
+        """Set the run's status from its board once the graph has nothing left to do.
+
+        Returns True when the run must go round again: a decision landed while `dispatch` was
+        looking the other way (it read the proposal as pending a moment before).
+        """
         store, graph, _ = await self._ready()
         if (await store.get_run(run_id)).status in FINISHED_RUN:
-            return
+            return False
         board = (await graph.aget_state(_config(run_id))).values
         root = board["tasks"][board["root"]]
         if root["status"] == TaskStatus.DONE.value:
             await store.set_run_status(run_id, "done", result=root["result"])
-        elif root["status"] == TaskStatus.FAILED.value:
+            return False
+        if root["status"] == TaskStatus.FAILED.value:
             await store.set_run_status(run_id, "failed", error=root["error"])
-        elif await store.list_proposals(status=ProposalStatus.PENDING, run_id=run_id):
+            return False
+        waiting = [
+            t["proposal"]
+            for t in board["tasks"].values()
+            if t["status"] == TaskStatus.WAITING.value and t["proposal"]
+        ]
+        proposals = (await store.get_proposals(waiting)).values()
+        if any(p.status is not ProposalStatus.PENDING for p in proposals):
+            return True
+        if proposals:
             await store.set_run_status(run_id, "waiting")
-        else:
-            stuck = {t["id"]: t["status"] for t in board["tasks"].values()}
-            await store.set_run_status(run_id, "failed", error=f"no task can move: {stuck}")
+            return False
+        stuck = {t["id"]: t["status"] for t in board["tasks"].values()}
+        await store.set_run_status(run_id, "failed", error=f"no task can move: {stuck}")
+        return False
 
 
 def _config(run_id: str) -> Any:

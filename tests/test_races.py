@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from qapten import ProposalAlreadyDecided, Reject, ToolContext
+from qapten import ProposalAlreadyDecided, ProposalStatus, Reject, ToolContext
 from qapten.testing import ScriptedChatModel, delegate, deliver, use
 
 from .conftest import SwarmFactory, write_org
@@ -55,3 +55,21 @@ async def test_twenty_concurrent_decisions_one_winner(
 
 def give_cto_deploy(data: dict[str, Any]) -> None:
     data["roles"]["cto"]["tools"] = ["deploy"]
+
+
+async def test_a_decision_landing_after_dispatch_looked_does_not_stall_the_run(
+    make_swarm: SwarmFactory,
+) -> None:
+    model = ScriptedChatModel({"ceo": [deliver("draft"), deliver("final")]})
+    swarm = make_swarm(model)
+    run = await swarm.start("Write")
+    [draft] = await swarm.pending(run.id)
+    # The window: dispatch has read the proposal as pending and ended; the decision lands now.
+    await swarm.store.decide(
+        draft.id, status=ProposalStatus.REVISION_REQUESTED, decided_by="alice", feedback="shorter"
+    )
+    assert await swarm._settle(run.id) is True  # go round again, not "no task can move"
+    assert (await swarm.run(run.id)).status == "running"
+    await swarm.resume(run.id)
+    [final] = await swarm.pending(run.id)
+    assert final.payload == {"result": "final"}
