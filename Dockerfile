@@ -1,10 +1,21 @@
-# Qapten in a container. Build: docker build -t qapten .   Run: docker run --rm qapten --help
+# Qapten in a container: serves agents/org.yaml on port 8000; database, workspaces on /data.
+#
+#   docker build -t qapten .
+#   docker run --rm -p 8000:8000 -v qapten-data:/data \
+#     -e QAPTEN_ADMIN_TOKEN=CHOOSE-A-LONG-RANDOM-TOKEN \
+#     -e QAPTEN_MODEL=openai:gpt-4o-mini -e OPENAI_API_KEY \
+#     qapten
+#
+# Inside the container the server listens on 0.0.0.0, so it refuses to start without a token:
+# pass QAPTEN_ADMIN_TOKEN, or tokens in a settings file (-e QAPTEN_SETTINGS=/data/settings.yaml;
+# `qapten token` prints entries). QAPTEN_MODEL (and QAPTEN_BASE_URL for an OpenAI-compatible
+# server) chooses the model. Other commands: docker run --rm qapten validate agents/org.yaml
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# Dependencies first, so that code changes do not reinstall them.
 COPY pyproject.toml README.md ./
 COPY qapten ./qapten
 RUN pip install .
@@ -12,8 +23,12 @@ RUN pip install .
 COPY agents ./agents
 COPY examples ./examples
 
-RUN useradd --create-home qapten
+# /data is made and owned by the unprivileged user before VOLUME, so a new volume inherits that.
+RUN useradd --create-home --uid 10001 qapten && mkdir /data && chown qapten:qapten /data
 USER qapten
+VOLUME /data
+EXPOSE 8000
 
+HEALTHCHECK CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/api/v1/healthz', timeout=3)"]
 ENTRYPOINT ["qapten"]
-CMD ["--help"]
+CMD ["serve", "agents/org.yaml", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]

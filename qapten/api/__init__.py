@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from qapten.api.auth import TokenBook
 from qapten.api.deps import ApiContext
-from qapten.api.routes import events, org, proposals, runs
+from qapten.api.routes import events, metrics, org, proposals, runs
 from qapten.api.settings import ApiSettings
 from qapten.swarm import Swarm
 
@@ -28,13 +28,14 @@ def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
         request.state.qapten = context
 
     api = APIRouter(dependencies=[Depends(bind)])
-    for resource in (runs.router, proposals.router, events.router, org.router):
+    for resource in (runs.router, proposals.router, events.router, org.router, metrics.router):
         api.include_router(resource)
     return api
 
 
 def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
-    """A FastAPI app serving the API under /api/v1; it opens and closes `swarm` with itself."""
+    """A FastAPI app serving the API under /api/v1 and the web inbox at /; it opens and closes
+    `swarm` with itself."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -52,4 +53,8 @@ def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router(swarm, settings), prefix=API_PREFIX)
+    # Imported here: the web inbox is a client of this API and is only served by a whole app.
+    from qapten.web import web_router
+
+    app.include_router(web_router(api_prefix=API_PREFIX))
     return app

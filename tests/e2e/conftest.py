@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from ..conftest import ROOT
+from ..servers import running_server
 
 ADMIN_TOKEN = "e2e-admin-token"
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -33,18 +29,12 @@ class Server:
         return f"{self.url}/api/v1"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
-def uvicorn_server(factory: str, env: dict[str, str], *, timeout: float = 30) -> Iterator[str]:
-    """Serve `factory` (module:function) with uvicorn; yield its URL once /healthz answers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
+def uvicorn_server(factory: str, env: dict[str, str], *, log: Path) -> Iterator[str]:
+    """Serve `factory` (module:function) with uvicorn on a free loopback port."""
+
+    def command(port: int) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -56,35 +46,10 @@ def uvicorn_server(factory: str, env: dict[str, str], *, timeout: float = 30) ->
             str(port),
             "--log-level",
             "warning",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {proc.communicate()[1]}")
-            try:
-                if httpx.get(f"{url}/api/v1/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the server did not answer within {timeout} s")
-            time.sleep(0.1)
+        ]
+
+    with running_server(command, log=log, env={**os.environ, **env}) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 ServerFactory = Callable[..., Server]
@@ -106,7 +71,8 @@ def serve(tmp_path: Path) -> Iterator[ServerFactory]:
                 "QAPTEN_ADMIN_TOKEN": ADMIN_TOKEN,
                 **({"QAPTEN_TEST_ORG": str(org)} if org else {}),
             }
-            url = stack.enter_context(uvicorn_server("tests.e2e.server:make_app", env))
+            log = tmp_path / "server.log"
+            url = stack.enter_context(uvicorn_server("tests.e2e.server:make_app", env, log=log))
             return Server(url=url, effects=effects)
 
         yield start
