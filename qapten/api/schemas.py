@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -127,6 +128,23 @@ class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
     """Pass as ?cursor= to get the next page; null on the last page."""
+
+
+class _Keyed(Protocol):
+    created_at: datetime
+    id: str
+
+
+K = TypeVar("K", bound=BaseModel)
+
+
+def keyset_page(model: type[K], found: Sequence[object], limit: int) -> Page[K]:
+    """A page from `limit + 1` rows fetched newest first: the extra row only says there is more."""
+    items = [model.model_validate(row) for row in found[:limit]]
+    if len(found) <= limit:
+        return Page[K](items=items)
+    last = cast(_Keyed, items[-1])  # every paged model has created_at and id
+    return Page[K](items=items, next_cursor=encode_cursor(last.created_at, last.id))
 
 
 def encode_cursor(created_at: datetime, item_id: str) -> str:

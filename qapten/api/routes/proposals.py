@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from qapten.api.deps import Caller, Context, Cursor, refuse
 from qapten.api.errors import QaptenRoute
-from qapten.api.schemas import DecisionCreate, Page, ProposalPublic, encode_cursor
+from qapten.api.schemas import DecisionCreate, Page, ProposalPublic, keyset_page
 from qapten.proposals import ProposalStatus
 
 router = APIRouter(prefix="/proposals", tags=["proposals"], route_class=QaptenRoute)
@@ -34,10 +34,7 @@ async def list_proposals(
         before=cursor,
         limit=limit + 1,
     )
-    items = [ProposalPublic.model_validate(p) for p in found[:limit]]
-    more = len(found) > limit
-    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
-    return Page[ProposalPublic](items=items, next_cursor=next_cursor)
+    return keyset_page(ProposalPublic, found, limit)
 
 
 @router.get("/{proposal_id}", response_model=ProposalPublic)

@@ -15,7 +15,7 @@ from qapten.api.schemas import (
     RunDetail,
     RunPublic,
     TaskPublic,
-    encode_cursor,
+    keyset_page,
 )
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=QaptenRoute)
@@ -43,10 +43,7 @@ async def list_runs(
 ) -> Page[RunPublic]:
     """Runs, newest first, a page at a time."""
     runs = await context.swarm.store.list_runs(status, before=cursor, limit=limit + 1)
-    items = [RunPublic.model_validate(r) for r in runs[:limit]]
-    more = len(runs) > limit
-    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
-    return Page[RunPublic](items=items, next_cursor=next_cursor)
+    return keyset_page(RunPublic, runs, limit)
 
 
 @router.get("/{run_id}", response_model=RunDetail)
