@@ -81,6 +81,9 @@ class Answer(_DecisionBase):
 Decision = Annotated[Approve | Reject | Revise | Edit | Answer, Field(discriminator="decision")]
 _decision_adapter: TypeAdapter[Approve | Reject | Revise | Edit | Answer] = TypeAdapter(Decision)
 
+AUTO_DECIDER = "policy:auto"
+"""`decided_by` of acts the autonomy policy let through without a human."""
+
 DECISION_STATUS: dict[str, ProposalStatus] = {
     "approve": ProposalStatus.APPROVED,
     "edit": ProposalStatus.EDITED,

@@ -22,7 +22,7 @@ from qapten.context import SwarmContext, new_id
 from qapten.journal import run_tool
 from qapten.orgchart import AutonomyLevel
 from qapten.prompts import messages_for, retry_message
-from qapten.proposals import Proposal, ProposalStatus, payload_hash
+from qapten.proposals import AUTO_DECIDER, Proposal, ProposalStatus, payload_hash
 from qapten.testing import ROLE_METADATA_KEY
 
 Patch = dict[str, Any]
@@ -105,7 +105,7 @@ async def _ask_model(
             status=ProposalStatus.APPROVED if auto else ProposalStatus.PENDING,
             created_at=ctx.store.clock(),
             decided_at=ctx.store.clock() if auto else None,
-            decided_by="policy:auto" if auto else None,
+            decided_by=AUTO_DECIDER if auto else None,
             decided_payload=choice.args if auto else None,
             approved_hash=digest if auto else None,
         )

@@ -10,13 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from qapten.proposals import DECISION_STATUS, ProposalStatus
+from qapten.proposals import AUTO_DECIDER, DECISION_STATUS, ProposalStatus
 from qapten.store import tables as t
-from qapten.store.store import Store
-
-AUTO_DECIDER = "policy:auto"
-"""`decided_by` of acts the policy let through alone: they wait for nobody, so they have no
-decision latency."""
+from qapten.store.store import Store, tokens_by_role
 
 HUMAN_DECIDED = tuple(status.value for status in DECISION_STATUS.values())
 """Statuses a human decision leads to (expired and cancelled come from the engine)."""
@@ -48,7 +44,7 @@ async def metrics_snapshot(store: Store, *, latency_bounds: Sequence[float]) -> 
             runs_by_status=await _runs_by_status(conn),
             pending_by_role_kind=await _pending_by_role_kind(conn),
             decision_latency=await _decision_latency(conn, tuple(sorted(latency_bounds))),
-            tokens_by_role=await _tokens_by_role(conn),
+            tokens_by_role=await tokens_by_role(conn),
             events=int(
                 (await conn.execute(select(func.count()).select_from(t.events))).scalar_one()
             ),
@@ -71,12 +67,6 @@ async def _pending_by_role_kind(conn: AsyncConnection) -> dict[tuple[str, str], 
     return {(role, kind): int(count) for role, kind, count in await conn.execute(query)}
 
 
-async def _tokens_by_role(conn: AsyncConnection) -> dict[str, int]:
-    c = t.proposals.c
-    rows = await conn.execute(select(c.role, func.sum(c.tokens)).group_by(c.role))
-    return {role: int(total or 0) for role, total in rows}
-
-
 async def _decision_latency(conn: AsyncConnection, bounds: tuple[float, ...]) -> LatencyHistogram:
     c = t.proposals.c
     seconds = _seconds_between(c.created_at, c.decided_at, conn.dialect.name)
@@ -86,6 +76,7 @@ async def _decision_latency(conn: AsyncConnection, bounds: tuple[float, ...]) ->
     query = select(*columns).where(
         c.decided_at.is_not(None),
         c.status.in_(HUMAN_DECIDED),
+        # Acts the policy let through waited for nobody: they have no decision latency.
         c.decided_by.is_distinct_from(AUTO_DECIDER),
     )
     count, total, *buckets = (await conn.execute(query)).one()

@@ -346,12 +346,8 @@ class Store:
             return [_proposal(row._mapping) for row in await conn.execute(query)]
 
     async def tokens_by_role(self, run_id: str | None = None) -> dict[str, int]:
-        c = t.proposals.c
-        query = select(c.role, func.sum(c.tokens)).group_by(c.role)
-        if run_id is not None:
-            query = query.where(c.run_id == run_id)
         async with self.engine.connect() as conn:
-            return {role: int(total or 0) for role, total in await conn.execute(query)}
+            return await tokens_by_role(conn, run_id)
 
     async def decide(
         self,
@@ -512,6 +508,15 @@ class Store:
                 f"tool.{status}",
                 {"call_id": call_id, "tool": row.tool, "result": result[:500]},
             )
+
+
+async def tokens_by_role(conn: AsyncConnection, run_id: str | None = None) -> dict[str, int]:
+    """Tokens spent per role (in one run, or in all), summed by the database."""
+    c = t.proposals.c
+    query = select(c.role, func.sum(c.tokens)).group_by(c.role)
+    if run_id is not None:
+        query = query.where(c.run_id == run_id)
+    return {role: int(total or 0) for role, total in await conn.execute(query)}
 
 
 def _record(cls: type[R], row: RowMapping) -> R:
