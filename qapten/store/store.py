@@ -286,6 +286,7 @@ class Store:
                     "kind": proposal.kind.value,
                     "act": proposal.act,
                     "title": proposal.title,
+                    "tokens": tokens,
                 },
             )
         return proposal
