@@ -311,13 +311,8 @@ class Store:
     async def list_proposals(
         self, *, status: ProposalStatus | None = None, run_id: str | None = None
     ) -> list[Proposal]:
-        query = select(t.proposals).order_by(t.proposals.c.created_at, t.proposals.c.id)
-        if status is not None:
-            query = query.where(t.proposals.c.status == status.value)
-        if run_id is not None:
-            query = query.where(t.proposals.c.run_id == run_id)
-        async with self.engine.connect() as conn:
-            return [_proposal(row._mapping) for row in await conn.execute(query)]
+        """All matching proposals, oldest first (the order a human works through them)."""
+        return await self._proposals(status=status, run_id=run_id, newest_first=False)
 
     async def page_proposals(
         self,
@@ -330,8 +325,24 @@ class Store:
         limit: int = 50,
     ) -> list[Proposal]:
         """Newest first; `before` is the (created_at, id) of the last item of the previous page."""
+        return await self._proposals(
+            status=status, run_id=run_id, role=role, kind=kind, before=before, limit=limit
+        )
+
+    async def _proposals(
+        self,
+        *,
+        status: ProposalStatus | None = None,
+        run_id: str | None = None,
+        role: str | None = None,
+        kind: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[Proposal]:
         c = t.proposals.c
-        query = select(t.proposals).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        order = (c.created_at.desc(), c.id.desc()) if newest_first else (c.created_at, c.id)
+        query = select(t.proposals).order_by(*order).limit(limit)
         for column, value in (
             (c.status, status),
             (c.run_id, run_id),
@@ -341,8 +352,7 @@ class Store:
             if value is not None:
                 query = query.where(column == value)
         if before is not None:
-            at, last_id = before
-            query = query.where(tuple_(c.created_at, c.id) < tuple_(at, last_id))
+            query = query.where(tuple_(c.created_at, c.id) < tuple_(*before))
         async with self.engine.connect() as conn:
             return [_proposal(row._mapping) for row in await conn.execute(query)]
 

@@ -52,7 +52,7 @@ async def get_run(run_id: str, context: Context, _caller: Caller) -> RunDetail:
     swarm = context.swarm
     run = await swarm.run(run_id)
     tasks = [TaskPublic.model_validate(t) for t in await swarm.tasks(run_id)]
-    proposals = await swarm.store.page_proposals(run_id=run_id, limit=10_000)
+    proposals = await swarm.store.list_proposals(run_id=run_id)
     return RunDetail(
         **RunPublic.model_validate(run).model_dump(),
         tasks=tasks,
