@@ -76,7 +76,6 @@ class Swarm:
         self.db = db
         self.lease_ttl = lease_ttl
         self._tools = {**BUILTIN_TOOLS, **{t.name: t for t in map(_as_tool, tools)}}
-        self._model = model
         self._max_output_retries = max_output_retries
         self._workspaces = Path(workspaces) if workspaces else _default_workspaces(db)
         self.menus = {
@@ -85,7 +84,12 @@ class Swarm:
             )
             for name, role in chart.roles.items()
         }
-        self._models = {name: self._bound_model(name) for name in chart.roles}
+        self._chart_dir = chart.source.parent if chart.source else None
+        # The swarm's model, else the chart's: built once and shared by every role without its own.
+        default = model
+        if default is None and chart.model is not None:
+            default = chat_model(chart.model, base_dir=self._chart_dir)
+        self._models = {name: self._bound_model(name, default) for name in chart.roles}
         self._graph_builder = build_graph(chart)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')}"
         self._open_lock = asyncio.Lock()
@@ -111,17 +115,10 @@ class Swarm:
             self._tools[name] = resolve_tool_ref(name)
         return self._tools[name]
 
-    def _bound_model(self, role_name: str) -> Any:
+    def _bound_model(self, role_name: str, default: BaseChatModel | None) -> Any:
         ref = self.chart.roles[role_name].model
-        if ref is not None:
-            base_dir = self.chart.source.parent if self.chart.source else None
-            model = chat_model(ref, base_dir=base_dir)
-        elif self._model is not None:
-            model = self._model
-        elif self.chart.model is not None:
-            base_dir = self.chart.source.parent if self.chart.source else None
-            model = chat_model(self.chart.model, base_dir=base_dir)
-        else:
+        model = default if ref is None else chat_model(ref, base_dir=self._chart_dir)
+        if model is None:
             msg = "no model: pass model=... or set 'model:' in the org chart"
             raise ConfigurationError(msg)
         tools = [spec.as_openai_tool() for spec in self.menus[role_name]]
@@ -464,7 +461,6 @@ def _sqlite_path(db: str) -> str:
 
 
 def _default_workspaces(db: str) -> Path:
-    if db.startswith("sqlite:///"):
-        path = Path(db.removeprefix("sqlite:///"))
-        return path.with_name(path.stem + "-workspaces")
-    return Path(".qapten/workspaces")
+    """Beside the database file: qapten.db → qapten-workspaces/."""
+    path = Path(_sqlite_path(db))
+    return path.with_name(path.stem + "-workspaces")

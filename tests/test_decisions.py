@@ -16,6 +16,7 @@ from qapten import (
     ProposalStatus,
     RunFailed,
     ScriptExhausted,
+    Swarm,
 )
 from qapten.testing import ScriptedChatModel, delegate, deliver, use
 
@@ -144,3 +145,21 @@ async def test_a_payload_that_differs_from_the_approved_hash_never_runs(
         "reason": "payload does not match the approved hash",
     }
     assert "payload changed after approval" in model.calls_for("cto")[1].prompt
+
+
+def chart_level_script(data: dict[str, Any]) -> None:
+    data["model"] = "scripted:company-script.json"
+    for role in data["roles"].values():
+        role["autonomy"] = {"plan": "auto", "deliverable": "auto"}
+
+
+async def test_the_charts_model_is_one_model_shared_by_the_roles(tmp_path: Path, db: str) -> None:
+    org = write_org(tmp_path / "org", chart_level_script)
+    flat = [delegate(support="Hours?"), deliver("9-17"), deliver("Support runs 9-17")]
+    (tmp_path / "org" / "company-script.json").write_text(json.dumps(flat))
+    # One script read in turn by the CEO, then support, then the CEO: a copy per role would
+    # hand support the CEO's plan again.
+    async with Swarm.from_yaml(org, db=db) as swarm:
+        run = await swarm.start("Support hours")
+        done = await swarm.wait(run.id, timeout=10)
+    assert done.result == "Support runs 9-17"
