@@ -7,10 +7,11 @@ the menu and the schemas, and tells the model what was wrong when it is not.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -63,6 +64,12 @@ class ActSpec:
     description: str
     args_model: type[BaseModel]
     tool: Tool | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    """The JSON Schema the model is shown (default: the arguments model's own)."""
+
+    def __post_init__(self) -> None:
+        if not self.parameters:
+            object.__setattr__(self, "parameters", self.args_model.model_json_schema())
 
     def as_openai_tool(self) -> dict[str, Any]:
         return {
@@ -70,7 +77,7 @@ class ActSpec:
             "function": {
                 "name": self.wire_name,
                 "description": self.description,
-                "parameters": self.args_model.model_json_schema(),
+                "parameters": self.parameters,
             },
         }
 
@@ -96,6 +103,9 @@ def build_menu(reports: Sequence[str], tools: Sequence[Tool]) -> tuple[ActSpec, 
     menu: list[ActSpec] = []
     if reports:
         names = ", ".join(reports)
+        # The schema names the reports, so a constrained decoder can only write valid ones.
+        parameters = DelegateArgs.model_json_schema()
+        parameters["$defs"]["Assignment"]["properties"]["to"]["enum"] = list(reports)
         menu.append(
             ActSpec(
                 DELEGATE,
@@ -103,6 +113,7 @@ def build_menu(reports: Sequence[str], tools: Sequence[Tool]) -> tuple[ActSpec, 
                 ActKind.PLAN,
                 f"{DelegateArgs.__doc__} Your direct reports: {names}.",
                 DelegateArgs,
+                parameters=parameters,
             )
         )
     for tool in tools:
@@ -156,6 +167,13 @@ def parse_choice(message: AIMessage, menu: Sequence[ActSpec], reports: Sequence[
     by_wire = {spec.wire_name: spec for spec in menu}
     options = ", ".join(by_wire)
     calls = message.tool_calls
+    if not calls and message.invalid_tool_calls:
+        broken = message.invalid_tool_calls[0]
+        msg = (
+            f"the arguments of your call of {broken.get('name')!r} are not valid JSON "
+            f"({broken.get('error') or 'cut off or malformed'}); call exactly one of: {options}"
+        )
+        raise InvalidChoice(msg)
     if not calls:
         msg = f"you answered with text; call exactly one of these tools: {options}"
         raise InvalidChoice(msg)
@@ -169,6 +187,75 @@ def parse_choice(message: AIMessage, menu: Sequence[ActSpec], reports: Sequence[
         msg = f"{call['name']!r} is not one of your acts; call exactly one of: {options}"
         raise InvalidChoice(msg)
     return ChosenAct(spec, validate_args(spec, call["args"], reports))
+
+
+SINGLE_ACT_TOOL = "choose_act"
+
+
+def single_act_tool(menu: Sequence[ActSpec], *, max_text: int | None = None) -> dict[str, Any]:
+    """The whole menu as ONE function whose argument is ``{"act": NAME, "args": {...}}``.
+
+    Small models cannot choose among several tools on their own (they answer in prose), and
+    llama.cpp can force only a named function; forcing this one, with a schema that unites every
+    act, makes any answer a valid act. `unwrap_single_act` turns the call back into the act's own.
+    `max_text` caps every free text field, so that a constrained decoder ends the JSON before the
+    model's token limit cuts it off.
+    """
+    variants: list[dict[str, Any]] = []
+    definitions: dict[str, Any] = {}
+    for spec in menu:
+        schema = copy.deepcopy(spec.parameters)
+        definitions.update(schema.pop("$defs", {}))
+        schema.pop("title", None)
+        variants.append(
+            {
+                "type": "object",
+                "description": spec.description,
+                "properties": {"act": {"const": spec.wire_name}, "args": schema},
+                "required": ["act", "args"],
+                "additionalProperties": False,
+            }
+        )
+    parameters: dict[str, Any] = {"type": "object", "anyOf": variants}
+    if definitions:
+        parameters["$defs"] = definitions
+    if max_text is not None:
+        _cap_text(parameters, max_text)
+    acts = ", ".join(spec.wire_name for spec in menu)
+    return {
+        "type": "function",
+        "function": {
+            "name": SINGLE_ACT_TOOL,
+            "description": f"Choose your next act: one of {acts}, with its arguments.",
+            "parameters": parameters,
+        },
+    }
+
+
+def _cap_text(schema: Any, limit: int) -> None:
+    if isinstance(schema, dict):
+        if schema.get("type") == "string" and "enum" not in schema:
+            schema["maxLength"] = min(schema.get("maxLength", limit), limit)
+        for value in schema.values():
+            _cap_text(value, limit)
+    elif isinstance(schema, list):
+        for item in schema:
+            _cap_text(item, limit)
+
+
+def unwrap_single_act(message: AIMessage) -> AIMessage:
+    """Turn a call of `single_act_tool` into a call of the act it names (others pass unchanged)."""
+    calls = []
+    for call in message.tool_calls:
+        if call["name"] == SINGLE_ACT_TOOL and isinstance(call["args"].get("act"), str):
+            args = call["args"].get("args")
+            call = {
+                **call,
+                "name": call["args"]["act"],
+                "args": args if isinstance(args, dict) else {},
+            }
+        calls.append(call)
+    return message.model_copy(update={"tool_calls": calls})
 
 
 def raw_output(message: AIMessage) -> str:

@@ -9,12 +9,14 @@
     │   └── InvalidDecision          the decision does not fit the proposal (kind, payload schema)
     ├── RunError                     something about one run
     │   ├── RunNotFound              no run has that id
-    │   └── RunFailed                `Swarm.wait` on a run that ended failed or cancelled
+    │   ├── RunFailed                `Swarm.wait` on a run that ended failed or cancelled
+    │   └── RunNotRetryable          `Swarm.retry` on a run that is not failed
     ├── WorkspaceError               a tool tried to reach outside its run's workspace
     └── ScriptExhausted              the scripted test model was called more often than scripted
 
 Catch `OrgChartError` around loading a chart, `ProposalAlreadyDecided` around `decide` when several
-humans or channels may answer the same proposal, and `RunFailed` around `wait`.
+humans or channels may answer the same proposal, `RunFailed` around `wait`, and `RunNotRetryable`
+around `retry` when someone else may have retried the run first.
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ class RunFailed(RunError):
         self.status = status
         self.reason = reason
         super().__init__(f"run {run_id} {status}: {reason or 'no reason recorded'}")
+
+
+class RunNotRetryable(RunError):
+    """Only a failed run can be retried; this one is `status` (or someone retried it first)."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run {run_id} is {status}: only a failed run can be retried")
 
 
 class WorkspaceError(QaptenError):

@@ -60,14 +60,15 @@ async def dispatch(
     patches: dict[str, dict[str, Any]] = {}
 
     # Decisions live in the store (the compare-and-set happens there); pick up the new ones.
-    waiting = {
-        t["proposal"]: t["id"]
-        for t in tasks.values()
-        if t["status"] == TaskStatus.WAITING.value and t["proposal"]
-    }
+    # Several tasks may wait on one proposal (a budget that they all reached).
+    waiting: dict[str, list[str]] = {}
+    for t in tasks.values():
+        if t["status"] == TaskStatus.WAITING.value and t["proposal"]:
+            waiting.setdefault(t["proposal"], []).append(t["id"])
     for proposal in (await ctx.store.get_proposals(list(waiting))).values():
         if proposal.status is not ProposalStatus.PENDING:
-            patches[waiting[proposal.id]] = {"status": TaskStatus.ACTING.value}
+            for task_id in waiting[proposal.id]:
+                patches[task_id] = {"status": TaskStatus.ACTING.value}
 
     # Managers whose children have all finished get their results and think again.
     for task in tasks.values():

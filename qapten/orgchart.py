@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from qapten.errors import ChartProblem, ConfigurationError, OrgChartError
+from qapten.mcp import McpServer, ServerName, server_of, unknown_server
 from qapten.models import ModelField, ModelRef
 from qapten.tools import BUILTIN_TOOL_NAMES, resolve_tool_ref
 from qapten.yaml_source import Issue, KeyPath, describe, issue_of, located_error, parse_yaml
@@ -53,6 +54,8 @@ class ActKind(StrEnum):
     ACTION = "action"
     DELIVERABLE = "deliverable"
     QUESTION = "question"
+    BUDGET = "budget"
+    """Not chosen by a role: the engine asks whether work that reached a token budget goes on."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class _Loading:
     base_dir: Path  # absolute
     shown_dir: Path  # the chart's folder as the user named it, for messages
     extra_tools: frozenset[str]
+    mcp_servers: frozenset[str] = frozenset()
 
 
 def _action_kind(value: Any) -> str:
@@ -86,7 +90,7 @@ class Autonomy(BaseModel):
 
     def level_for(self, kind: ActKind, tool: str | None = None) -> AutonomyLevel:
         """The level that applies to an act of `kind` (for an action, a call of `tool`)."""
-        if kind == ActKind.QUESTION:
+        if kind in (ActKind.QUESTION, ActKind.BUDGET):
             return AutonomyLevel.HUMAN
         if kind == ActKind.PLAN:
             return self.plan
@@ -109,9 +113,12 @@ def _check_tool(name: str, info: ValidationInfo) -> str:
         except ConfigurationError as exc:
             raise located_error(str(exc)) from exc
         return name
+    if server_of(name, loading.mcp_servers):
+        return name  # whether the server offers it is known once it runs (Swarm opening)
     known = ", ".join(sorted({*BUILTIN_TOOL_NAMES, *loading.extra_tools}))
-    msg = f"unknown tool {name!r}; known tools: {known} (or 'package.module:function')"
-    raise located_error(msg)
+    msg = f"unknown tool {name!r}; known tools: {known} (or 'package.module:function', "
+    msg += "or SERVER.TOOL for a server under mcp_servers)"
+    raise located_error(unknown_server(name, loading.mcp_servers) or msg)
 
 
 def _check_role_name(name: str) -> str:
@@ -157,7 +164,8 @@ class Role(BaseModel):
     reports_to: str | None = None
     """The role's manager; null for the one role that reports to the human orchestrator."""
     tools: tuple[_ToolName, ...] = ()
-    """Tools the role may call: built-in ones (workspace.*) or 'package.module:function'."""
+    """Tools the role may call: built-in ones (workspace.*), 'package.module:function', or
+    SERVER.TOOL for a tool of a server under mcp_servers."""
     model: ModelField = None
     """The chat model of this role, when it differs from the chart's."""
     autonomy: Autonomy = Field(default_factory=Autonomy)
@@ -166,6 +174,9 @@ class Role(BaseModel):
     """How many times a human may send one of the role's proposals back for revision."""
     max_steps: int = Field(20, ge=1, strict=True)
     """Model calls allowed for one task of this role."""
+    budget: int | None = Field(None, ge=1, strict=True)
+    """Tokens this role may spend in one run, all its tasks together; at the limit a human
+    decides whether it goes on (a budget proposal). Default: no limit."""
 
     @model_validator(mode="before")
     @classmethod
@@ -220,10 +231,17 @@ class OrgChart(BaseModel):
     """The default chat model of every role: local, openai:NAME, scripted:FILE, or a mapping."""
     max_steps: int = Field(200, ge=1, strict=True)
     """Model calls allowed for one whole run."""
+    budget: int | None = Field(None, ge=1, strict=True)
+    """Tokens one run may spend, all roles together; at the limit a human decides whether it
+    goes on (a budget proposal). Default: no limit."""
     roles: dict[_RoleName, Role] = Field(
         min_length=1, json_schema_extra={"additionalProperties": False}
     )
     """The roles, by name; exactly one of them reports to the human (reports_to: null)."""
+    mcp_servers: dict[ServerName, McpServer] = Field(
+        default_factory=dict, json_schema_extra={"additionalProperties": False}
+    )
+    """MCP servers whose tools roles may call as SERVER.TOOL: a command (stdio) or a url."""
     _source: Path | None = PrivateAttr(None)
 
     @property
@@ -273,6 +291,15 @@ class OrgChart(BaseModel):
                 raise located_error(msg, at=("roles", key, "name"))
             roles[key] = {**role, "name": key} if isinstance(role, Mapping) else role
         return {**data, "roles": roles}
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _servers_in_folder(
+        cls, servers: dict[str, McpServer], info: ValidationInfo
+    ) -> dict[str, McpServer]:
+        if not isinstance(info.context, _Loading):
+            return servers
+        return {name: server.in_folder(info.context.base_dir) for name, server in servers.items()}
 
     @model_validator(mode="after")
     def _check_reporting_lines(self, info: ValidationInfo) -> Self:
@@ -347,6 +374,9 @@ class OrgChart(BaseModel):
             keys = ", ".join(_written_keys(cls))
             msg = f"the chart must be a mapping with the keys {keys}; this one is {what}"
             raise OrgChartError([*problems, place(Issue((), msg))])
+        servers = data.get("mcp_servers")
+        if isinstance(servers, Mapping):  # roles' tools SERVER.TOOL are checked against these
+            loading = replace(loading, mcp_servers=frozenset(map(str, servers)))
         roles = data.get("roles")
         issues = _reporting_issues(roles) if isinstance(roles, Mapping) else []
         try:
@@ -430,5 +460,7 @@ def _keys_at(path: KeyPath) -> tuple[str, ...]:
             return _written_keys(Role)
         case ("roles", _, "autonomy"):
             return _written_keys(Autonomy)
+        case ("mcp_servers", _):
+            return _written_keys(McpServer)
         case _:
             return _written_keys(OrgChart)

@@ -98,6 +98,8 @@ ALLOWED_DECISIONS: dict[ActKind, frozenset[str]] = {
     ActKind.ACTION: frozenset({"approve", "edit", "reject", "revise"}),
     ActKind.DELIVERABLE: frozenset({"approve", "edit", "reject", "revise"}),
     ActKind.QUESTION: frozenset({"answer", "reject"}),
+    # Go on with the tokens proposed (approve) or another amount (edit), or stop (reject).
+    ActKind.BUDGET: frozenset({"approve", "edit", "reject"}),
 }
 
 

@@ -18,8 +18,10 @@ from langchain_core.messages import AIMessage
 
 from qapten.acts import DELEGATE, DELIVER, InvalidChoice, parse_choice, raw_output, title_for
 from qapten.board import Task, TaskStatus, new_task
+from qapten.budget import BUDGET_ACT, budget_outcome, budget_proposal, over_budget
 from qapten.context import SwarmContext, new_id
 from qapten.journal import run_tool
+from qapten.models import describe_failure, server_errors
 from qapten.orgchart import AutonomyLevel
 from qapten.prompts import messages_for, retry_message
 from qapten.proposals import AUTO_DECIDER, Proposal, ProposalStatus, payload_hash
@@ -44,9 +46,13 @@ async def think(ctx: SwarmContext, run_id: str, mission: str, task: Task) -> tup
     proposal = await ctx.store.find_step_proposal(run_id, task["id"], step)
     calls = 0
     if proposal is None:
-        proposal, calls, failure = await _ask_model(ctx, run_id, mission, task, step)
-        if proposal is None:
-            return {**fail(failure), "steps": step}, calls
+        request = await over_budget(ctx, run_id, role.name)
+        if request is not None:
+            proposal = await budget_proposal(ctx, run_id, task["id"], role.name, step, request)
+        else:
+            proposal, calls, failure = await _ask_model(ctx, run_id, mission, task, step)
+            if proposal is None:
+                return {**fail(failure), "steps": step}, calls
     waiting = proposal.status is ProposalStatus.PENDING
     return {
         "steps": step,
@@ -67,8 +73,14 @@ async def _ask_model(
     }
     error = ""
     tokens = 0
+    model = ctx.models[role.name]
     for attempt in range(1, ctx.max_output_retries + 2):
-        answer: AIMessage = await ctx.models[role.name].ainvoke(messages, config=config)
+        try:
+            answer: AIMessage = await model.ainvoke(messages, config=config)
+        except server_errors() as exc:
+            # The client retried already (backoff, Retry-After): the task fails with the reason,
+            # the run can be retried later (`Swarm.retry`). Other exceptions are bugs: they rise.
+            return None, attempt - 1, describe_failure(model, exc)
         tokens += answer.usage_metadata["total_tokens"] if answer.usage_metadata else 0
         try:
             choice = parse_choice(answer, menu, reports)
@@ -129,6 +141,8 @@ async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[T
     role = ctx.chart.roles[task["role"]]
     status = proposal.status
     notes = list(task["notes"])
+    if proposal.act == BUDGET_ACT:
+        return budget_outcome(proposal, notes), []
     thinking = TaskStatus.THINKING.value
     if status is ProposalStatus.ANSWERED:
         question = proposal.payload.get("question", "")

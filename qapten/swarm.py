@@ -19,16 +19,30 @@ from types import TracebackType
 from typing import Any, cast
 
 import aiosqlite
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from qapten.acts import InvalidChoice, build_menu, validate_args
+from qapten.acts import (
+    DELEGATE,
+    ActSpec,
+    InvalidChoice,
+    build_menu,
+    single_act_tool,
+    unwrap_single_act,
+    validate_args,
+)
 from qapten.board import ROOT_TASK_ID, Board, Task, TaskStatus, new_task
+from qapten.budget import BUDGET_ACT, edited_budget
 from qapten.context import SwarmContext, new_id
-from qapten.errors import ConfigurationError, InvalidDecision, RunFailed
-from qapten.graph import build_graph
-from qapten.models import chat_model
+from qapten.errors import ConfigurationError, InvalidDecision, RunFailed, RunNotRetryable
+from qapten.graph import DISPATCH, build_graph
+from qapten.local_model import embedded_model, is_embedded, model_text_limit, uses_embedded
+from qapten.mcp_client import McpServers
+from qapten.models import ModelRef, chat_model, close_model
 from qapten.orgchart import OrgChart
 from qapten.proposals import (
     ALLOWED_DECISIONS,
@@ -44,6 +58,7 @@ from qapten.proposals import (
     parse_decision,
     payload_hash,
 )
+from qapten.roles import child_report
 from qapten.store import Event, Run, Store, ToolCall
 from qapten.tools import BUILTIN_TOOLS, Tool, resolve_tool_ref, tool_from_callable
 from qapten.workspace import Workspace
@@ -71,25 +86,33 @@ class Swarm:
         workspaces: str | Path | None = None,
         lease_ttl: float = 15.0,
         max_output_retries: int = 2,
+        callbacks: Sequence[BaseCallbackHandler] = (),
     ) -> None:
         self.chart = chart
+        self._callbacks = list(callbacks)
         self.db = db
         self.lease_ttl = lease_ttl
         self._tools = {**BUILTIN_TOOLS, **{t.name: t for t in map(_as_tool, tools)}}
         self._max_output_retries = max_output_retries
         self._workspaces = Path(workspaces) if workspaces else _default_workspaces(db)
+        # Roles that use tools of MCP servers get their menus when the swarm opens (`_open_mcp`):
+        # only a running server tells its tools' schemas.
+        self._mcp = McpServers(chart.mcp_servers)
         self.menus = {
-            name: build_menu(
-                [r.name for r in chart.reports(name)], [self._tool(t) for t in role.tools]
-            )
+            name: self._menu(name)
             for name, role in chart.roles.items()
+            if not self._mcp.uses(role.tools)
         }
         self._chart_dir = chart.source.parent if chart.source else None
         # The swarm's model, else the chart's: built once and shared by every role without its own.
+        self._built_models: list[BaseChatModel] = []  # closed with the swarm; not the caller's
         default = model
         if default is None and chart.model is not None:
-            default = chat_model(chart.model, base_dir=self._chart_dir)
-        self._models = {name: self._bound_model(name, default) for name in chart.roles}
+            default = self._build_model(chart.model)
+        self._default_model = default
+        self._models = {name: self._bound_model(name, default) for name in self.menus}
+        self._embedded = embedded_model() if uses_embedded(chart, model) else None
+        self._embedded_started = False
         self._graph_builder = build_graph(chart)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')}"
         self._open_lock = asyncio.Lock()
@@ -115,26 +138,62 @@ class Swarm:
             self._tools[name] = resolve_tool_ref(name)
         return self._tools[name]
 
+    def _menu(self, role_name: str) -> tuple[ActSpec, ...]:
+        reports = [r.name for r in self.chart.reports(role_name)]
+        return build_menu(reports, [self._tool(t) for t in self.chart.roles[role_name].tools])
+
+    async def _open_mcp(self) -> None:
+        """Start the MCP servers that roles use, then build those roles' menus and models."""
+        roles = [name for name, role in self.chart.roles.items() if self._mcp.uses(role.tools)]
+        if not roles:
+            return
+        wanted = {tool for name in roles for tool in self.chart.roles[name].tools}
+        self._tools.update(await self._mcp.start(wanted))
+        try:
+            for name in roles:
+                self.menus[name] = self._menu(name)
+                self._models[name] = self._bound_model(name, self._default_model)
+        except BaseException:
+            await self._mcp.close()
+            raise
+
+    def _build_model(self, ref: ModelRef) -> BaseChatModel:
+        model = chat_model(ref, base_dir=self._chart_dir)
+        self._built_models.append(model)
+        return model
+
     def _bound_model(self, role_name: str, default: BaseChatModel | None) -> Any:
         ref = self.chart.roles[role_name].model
-        model = default if ref is None else chat_model(ref, base_dir=self._chart_dir)
+        model = default if ref is None else self._build_model(ref)
         if model is None:
             msg = "no model: pass model=... or set 'model:' in the org chart"
             raise ConfigurationError(msg)
-        tools = [spec.as_openai_tool() for spec in self.menus[role_name]]
-        # tool_choice "any" forces exactly one act: small models fail at free tool choice.
-        return model.bind_tools(tools, tool_choice="any")
+        menu = self.menus[role_name]
+        if is_embedded(model):
+            # llama.cpp forces only a named function, and a tiny model cannot pick among
+            # several on its own: one function that unites every act, unwrapped after.
+            tool = single_act_tool(menu, max_text=model_text_limit(model))
+            bound = model.bind_tools([tool], tool_choice=tool["function"]["name"])
+            chain: Runnable[Any, AIMessage] = bound | RunnableLambda(unwrap_single_act)
+        else:
+            # tool_choice "any" forces exactly one act: small models fail at free tool choice.
+            chain = model.bind_tools([spec.as_openai_tool() for spec in menu], tool_choice="any")
+        return chain.with_config(callbacks=self._callbacks) if self._callbacks else chain
 
     async def _ready(
         self,
     ) -> tuple[Store, CompiledStateGraph[Board, SwarmContext, Board, Board], SwarmContext]:
         async with self._open_lock:
             if self._graph is None:
+                await self._open_mcp()  # first: a server that fails to start leaves nothing open
                 store = await Store.open(self.db)
                 path = _sqlite_path(self.db)
                 self._saver_conn = await aiosqlite.connect(path, timeout=30)
                 saver = AsyncSqliteSaver(self._saver_conn)
                 await saver.setup()
+                if self._embedded is not None and not self._embedded_started:
+                    await self._embedded.start()
+                    self._embedded_started = True
                 self._store = store
                 self._context = SwarmContext(
                     chart=self.chart,
@@ -153,12 +212,19 @@ class Swarm:
         await self._ready()
 
     async def close(self) -> None:
-        """Let in-flight steps finish, then close the database connections."""
+        """Let in-flight steps finish, then close the database connections, and the HTTP
+        connections of the models built from the chart (build a new swarm to use them again)."""
         await self.idle()
         if self._saver_conn is not None:
             await self._saver_conn.close()
         if self._store is not None:
             await self._store.close()
+        if self._embedded is not None and self._embedded_started:
+            self._embedded_started = False
+            await self._embedded.stop()
+        await self._mcp.close()
+        for model in self._built_models:
+            await close_model(model)
         self._graph = self._store = self._saver_conn = self._context = None
 
     async def __aenter__(self) -> Swarm:
@@ -241,6 +307,8 @@ class Swarm:
         return decided
 
     def _validate_edit(self, proposal: Proposal, payload: dict[str, Any]) -> dict[str, Any]:
+        if proposal.act == BUDGET_ACT:
+            return edited_budget(proposal, payload)
         spec = next(s for s in self.menus[proposal.role] if s.name == proposal.act)
         reports = [r.name for r in self.chart.reports(proposal.role)]
         try:
@@ -256,6 +324,49 @@ class Swarm:
             await store.cancel_pending(run_id, by=by)
             await store.set_run_status(run_id, "cancelled", error=f"cancelled by {by}")
         return await store.get_run(run_id)
+
+    async def retry(self, run_id: str, *, by: str = "human") -> Run:
+        """Take a failed run up again where it stopped; returns it ``running``.
+
+        The failed tasks on the run's path to failure think again (see `_reopen`). Done steps
+        are not redone: proposals are found again by (task, step) and tools replay their
+        journal, so no model call or side effect repeats. Limits still hold: a task that failed
+        on a step or revision limit fails again at once. Raises `RunNotRetryable` when the run
+        is not failed (or someone retried it first).
+        """
+        store, graph, _ = await self._ready()
+        if (run := await store.get_run(run_id)).status != "failed":
+            raise RunNotRetryable(run_id, run.status)
+        # A lease of its own, not this process's: in-process steps wait for it like others do.
+        owner = f"{self._owner}:retry:{new_id('x')}"
+        while True:
+            token = await store.acquire_lease(run_id, owner, self.lease_ttl)
+            if token is not None:
+                break
+            await asyncio.sleep(min(0.2, self.lease_ttl / 10))
+        try:
+            if (run := await store.get_run(run_id)).status != "failed":
+                raise RunNotRetryable(run_id, run.status)
+            config = _config(run_id)
+            board = cast(Board, (await graph.aget_state(config)).values)
+            patches = _reopen(board, await self._last_delegations(run_id)) if board else {}
+            if patches:
+                update = cast(Board, {"tasks": patches})
+                await graph.aupdate_state(config, update, as_node=DISPATCH)
+            await store.retry_run(run_id, by=by, tasks=list(patches))
+        finally:
+            await store.release_lease(run_id, owner, token)
+        self._kick(run_id)
+        return await store.get_run(run_id)
+
+    async def _last_delegations(self, run_id: str) -> dict[str, int]:
+        """Task id → how many tasks its latest carried-out delegation made."""
+        sizes: dict[str, int] = {}
+        for proposal in await self.store.list_proposals(run_id=run_id):  # oldest first
+            if proposal.act == DELEGATE and proposal.status.executes:
+                payload = proposal.decided_payload or proposal.payload
+                sizes[proposal.task_id] = len(payload["tasks"])
+        return sizes
 
     async def run(self, run_id: str) -> Run:
         store, _, _ = await self._ready()
@@ -443,6 +554,40 @@ class Swarm:
         stuck = {t["id"]: t["status"] for t in board["tasks"].values()}
         await store.set_run_status(run_id, "failed", error=f"no task can move: {stuck}")
         return False
+
+
+def _reopen(board: Board, delegations: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Board patches that put a failed run's failed work back in hand, for `Swarm.retry`.
+
+    From the root down along the failure: a failed task thinks again; when children of its
+    latest delegation failed too, they are reopened and the task waits for them once more,
+    its notes without their failure reports. A manager that failed after hearing "child failed"
+    is so taken back to before it heard it, and learns the retried child's result instead.
+    Failures a manager acted on (by delegating again) stay: the new children replaced them.
+    """
+    tasks = board["tasks"]
+    patches: dict[str, dict[str, Any]] = {}
+
+    def reopen(task: Task) -> bool:
+        if task["status"] == TaskStatus.DELEGATED.value:
+            for child in task["awaiting"]:
+                reopen(tasks[child])
+            return False
+        if task["status"] != TaskStatus.FAILED.value:
+            return False
+        latest = task["children"][len(task["children"]) - delegations.get(task["id"], 0) :]
+        again = [child for child in latest if reopen(tasks[child])]
+        told = {child_report(tasks[child]) for child in again}
+        patches[task["id"]] = {
+            "status": (TaskStatus.DELEGATED if again else TaskStatus.THINKING).value,
+            "awaiting": again,
+            "notes": [note for note in task["notes"] if note not in told],
+            "error": None,
+        }
+        return True
+
+    reopen(tasks[board["root"]])
+    return patches
 
 
 def _config(run_id: str) -> Any:

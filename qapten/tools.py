@@ -1,18 +1,21 @@
-"""Tools agents can call: the built-in workspace tools and custom Python callables.
+"""Tools agents can call: the built-in workspace tools, custom Python callables, and tools
+whose arguments are described by a JSON Schema given as data (those of MCP servers).
 
-A tool's argument schema comes from its type hints. A parameter annotated `ToolContext` is
+A Python tool's argument schema comes from its type hints. A parameter annotated `ToolContext` is
 filled in by the engine (run id, idempotency key, workspace) and is not shown to the model.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from qapten.errors import ConfigurationError
 from qapten.workspace import Workspace
@@ -80,7 +83,7 @@ def tool_from_callable(
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, Field(default))
-    model_name = "".join(part.title() for part in tool_name.replace(":", ".").split(".")) + "Args"
+    model_name = _model_name(tool_name)
     args_model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
     doc = description or inspect.getdoc(func) or f"Call {tool_name}."
     return Tool(
@@ -91,6 +94,71 @@ def tool_from_callable(
         context_param=context_param,
         idempotent=idempotent,
     )
+
+
+class SchemaArgs(BaseModel):
+    """Arguments checked against a JSON Schema kept as data, not translated into fields.
+
+    An MCP server describes a tool's arguments in JSON Schema. Translating that into pydantic
+    fields would lose whatever pydantic cannot express the same way (``oneOf``, ``$ref``,
+    formats, patterns on keys...), and the model would be shown a schema the server never wrote.
+    Here the schema stays as the server gave it: `model_json_schema()` returns it unchanged, and
+    validation is the ``jsonschema`` package's. The arguments are kept as given, without defaults
+    filled in, because the server applies its own.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    json_schema_: ClassVar[dict[str, Any]] = {"type": "object"}
+    validator_: ClassVar[Any] = None  # a jsonschema validator for `json_schema_`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_schema(cls, data: Any) -> Any:
+        errors = sorted(cls.validator_.iter_errors(data), key=lambda e: list(map(str, e.path)))
+        if errors:
+            # One error per problem, each at its path, like pydantic's own.
+            details = [
+                InitErrorDetails(
+                    type=PydanticCustomError("json_schema", "{problem}", {"problem": e.message}),
+                    loc=tuple(e.absolute_path),
+                    input=e.instance,
+                )
+                for e in errors
+            ]
+            raise ValidationError.from_exception_data(cls.__name__, details)
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        return copy.deepcopy(cls.json_schema_)
+
+
+def schema_args_model(name: str, schema: Mapping[str, Any]) -> type[BaseModel]:
+    """An arguments model (a `SchemaArgs`) for the JSON Schema `schema` of the tool `name`.
+
+    Raises `ConfigurationError` if `schema` is not a valid JSON Schema of an object.
+    """
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    kept = copy.deepcopy(dict(schema))
+    if kept.get("type") != "object":
+        msg = f"tool {name!r}: its arguments schema must describe an object, not {kept!r}"
+        raise ConfigurationError(msg)
+    checker = validator_for(kept, default=Draft202012Validator)
+    try:
+        checker.check_schema(kept)
+    except SchemaError as exc:
+        msg = f"tool {name!r}: its arguments schema is not valid JSON Schema: {exc.message}"
+        raise ConfigurationError(msg) from exc
+    namespace = {"__module__": __name__, "json_schema_": kept, "validator_": checker(kept)}
+    return type(_model_name(name), (SchemaArgs,), namespace)
+
+
+def _model_name(tool_name: str) -> str:
+    return "".join(part.title() for part in tool_name.replace(":", ".").split(".")) + "Args"
 
 
 def resolve_tool_ref(ref: str) -> Tool:

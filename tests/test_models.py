@@ -44,8 +44,3 @@ def test_scripted_model_from_a_file_relative_to_the_chart(tmp_path: Path) -> Non
     assert isinstance(model, ScriptedChatModel)
     with pytest.raises(ConfigurationError, match="no script file at"):
         chat_model(ModelRef.parse("scripted:missing.json"), base_dir=tmp_path)
-
-
-def test_local_model_says_what_to_do_instead() -> None:
-    with pytest.raises(ConfigurationError, match="pass a chat model"):
-        chat_model(ModelRef.parse("local"))

@@ -18,10 +18,20 @@ CHARTS = Path(__file__).resolve().parent / "charts"
 # (chart file, "line:column" of the first problem, a fragment of its message, number of problems)
 INVALID_CHARTS = [
     ("syntax_error.yaml", "5:16", "mapping values are not allowed here", 1),
-    ("not_mapping.yaml", "2:1", "must be a mapping with the keys max_steps, model, name, roles", 1),
+    (
+        "not_mapping.yaml",
+        "2:1",
+        "must be a mapping with the keys budget, max_steps, mcp_servers, model, name, roles",
+        1,
+    ),
     ("scalar.yaml", "2:1", "this one is a str", 1),
     ("empty.yaml", "1:1", "this one is empty", 1),
-    ("unknown_top_key.yaml", "3:1", "unknown key 'rolls'; allowed keys: max_steps, model", 1),
+    (
+        "unknown_top_key.yaml",
+        "3:1",
+        "unknown key 'rolls'; allowed keys: budget, max_steps, mcp_servers, model",
+        1,
+    ),
     ("unknown_role_key.yaml", "6:5", "unknown key 'report_to'; allowed keys: autonomy,", 1),
     ("unknown_autonomy_key.yaml", "5:31", "unknown key 'deliverables'; allowed keys: action,", 1),
     ("duplicate_role.yaml", "6:3", "duplicate key 'helper' (first at line 5)", 1),

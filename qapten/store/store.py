@@ -202,6 +202,19 @@ class Store:
         await self._event(conn, run_id, f"run.{status}", data)
         return True
 
+    async def retry_run(self, run_id: str, *, by: str, tasks: Sequence[str]) -> bool:
+        """Move a failed run back to running (compare-and-set); False when it was not failed."""
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(t.runs)
+                .where(t.runs.c.id == run_id, t.runs.c.status == "failed")
+                .values(status="running", result=None, error=None, updated_at=self.clock())
+            )
+            if changed.rowcount == 0:
+                return False
+            await self._event(conn, run_id, "run.retried", {"by": by, "tasks": list(tasks)})
+        return True
+
     # -- leases: one writer per run ---------------------------------------------------------------
 
     async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> int | None:
@@ -309,10 +322,14 @@ class Store:
             return {row.id: _proposal(row._mapping) for row in await conn.execute(query)}
 
     async def list_proposals(
-        self, *, status: ProposalStatus | None = None, run_id: str | None = None
+        self,
+        *,
+        status: ProposalStatus | None = None,
+        run_id: str | None = None,
+        kind: str | None = None,
     ) -> list[Proposal]:
         """All matching proposals, oldest first (the order a human works through them)."""
-        return await self._proposals(status=status, run_id=run_id, newest_first=False)
+        return await self._proposals(status=status, run_id=run_id, kind=kind, newest_first=False)
 
     async def page_proposals(
         self,

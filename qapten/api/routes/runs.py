@@ -1,4 +1,4 @@
-"""Runs: start one on a mission, list them, look inside one, cancel one."""
+"""Runs: start one on a mission, list them, look inside one, cancel one, retry a failed one."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from qapten.api.schemas import (
     TaskPublic,
     keyset_page,
 )
+from qapten.errors import RunNotRetryable
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=QaptenRoute)
 
@@ -65,3 +66,13 @@ async def get_run(run_id: str, context: Context, _caller: Caller) -> RunDetail:
 async def cancel_run(run_id: str, context: Context, caller: Writer) -> RunPublic:
     """Cancel a run: its pending proposals are cancelled and no further step starts."""
     return RunPublic.model_validate(await context.swarm.cancel(run_id, by=caller.name))
+
+
+@router.post("/{run_id}/retry", response_model=RunPublic, responses={404: {}, 409: {}})
+async def retry_run(run_id: str, context: Context, caller: Writer) -> RunPublic:
+    """Retry a failed run from where it stopped: its failed tasks think again (409 otherwise)."""
+    try:
+        run = await context.swarm.retry(run_id, by=caller.name)
+    except RunNotRetryable as exc:
+        raise ApiError(409, "not_retryable", str(exc), details={"status": exc.status}) from None
+    return RunPublic.model_validate(run)

@@ -189,6 +189,7 @@ export function pretty(value) {
 // Which buttons each kind gets, in order; the API has the last word (ALLOWED_DECISIONS).
 const DECISIONS = {
   question: ["answer", "reject"],
+  budget: ["approve", "edit", "reject"],
   default: ["approve", "edit", "revise", "reject"],
 };
 const BUTTON_LABELS = {

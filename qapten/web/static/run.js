@@ -36,6 +36,8 @@ async function refresh() {
   find("run-result").textContent = run.result ?? run.error ?? "—";
   find("run-error").textContent = run.error ?? "";
   const spent = Object.entries(run.tokens).map(([role, n]) => `${role} ${n}`);
+  const total = Object.values(run.tokens).reduce((sum, n) => sum + n, 0);
+  if (spent.length) spent.push(`total ${total}`);
   find("run-tokens").textContent = spent.join(" · ") || "—";
 
   find("task-tree").replaceChildren(...taskTree(run.tasks));
