@@ -92,6 +92,94 @@ def graph(org: OrgArgument) -> None:
     typer.echo(compiled.get_graph().draw_mermaid(), nl=False)
 
 
+@app.command("run")
+def run_command(
+    org: OrgArgument,
+    mission: Annotated[str | None, typer.Option(help="What the company should achieve.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(metavar="RUN_ID", help="Continue a paused run instead.")
+    ] = None,
+    auto_approve: Annotated[
+        bool,
+        typer.Option(
+            "--auto-approve", help="Approve approve-level acts; ask only for human-level ones."
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path, typer.Option(envvar="QAPTEN_DATA_DIR", help="Database and workspaces, as serve's.")
+    ] = Path(".qapten"),
+    db: Annotated[
+        str | None, typer.Option(help="Database URL.", show_default="sqlite:///DATA_DIR/qapten.db")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(envvar="QAPTEN_MODEL", help="local, openai:NAME or scripted:FILE.json."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(envvar="QAPTEN_BASE_URL", help="OpenAI-compatible server, for openai:NAME."),
+    ] = None,
+) -> None:
+    """Give the company a mission and orchestrate it here, deciding each proposal as it comes.
+
+    Ctrl-C pauses (exit 130): the run waits in the database for --resume RUN_ID. Exit 0 when the
+    run is done, 1 when it failed or was cancelled.
+    """
+    import shlex
+
+    from rich.console import Console
+
+    from qapten.autopilot import Autopilot
+    from qapten.swarm import Swarm
+    from qapten.terminal import run_in_terminal
+
+    if (mission is None) == (resume is None):
+        _fail("give --mission TEXT for a new run or --resume RUN_ID for a paused one (not both)")
+    if mission is not None and not mission.strip():
+        _fail("--mission is empty: say what the company should achieve")
+    chart = _load(org)
+    chosen_model = _chat_model(model, base_url)
+    try:
+        swarm = Swarm(
+            chart,
+            model=chosen_model,
+            db=db or f"sqlite:///{data_dir / 'qapten.db'}",
+            workspaces=data_dir / "workspaces",
+        )
+    except QaptenError as exc:
+        _fail(str(exc) if chosen_model else f"{exc} (or choose one with --model)")
+    try:  # only once every mistake above is ruled out
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot use the data directory {data_dir}: {exc.strerror or exc}")
+    # The options that reach this run again, for the "resume with" line printed on Ctrl-C.
+    where = None if data_dir == Path(".qapten") else str(data_dir)
+    given = {"--data-dir": where, "--db": db, "--model": model, "--base-url": base_url}
+    again = [f"{flag}={value}" for flag, value in given.items() if value]
+    again += ["--auto-approve"] if auto_approve else []
+
+    def resume_command(run_id: str) -> str:
+        return shlex.join(["qapten", "run", str(org), "--resume", run_id, *again])
+
+    try:
+        code = asyncio.run(
+            run_in_terminal(
+                swarm,
+                mission=mission,
+                resume=resume,
+                console=Console(),
+                pilot=Autopilot() if auto_approve else None,
+                resume_command=resume_command,
+            )
+        )
+    except QaptenError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:  # before the run's prompts took Ctrl-C over, or after
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
 @app.command()
 def schema(
     output: Annotated[
@@ -293,6 +381,69 @@ async def _serve(server: uvicorn.Server, swarm: Swarm, shown_db: str) -> None:
         reason = exc.orig if isinstance(exc, DBAPIError) else exc  # the driver's own words
         _fail(f"cannot open the database {shown_db}: {' '.join(str(reason).split())}")
     await server.serve()
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    org: Annotated[
+        Path | None,
+        typer.Argument(help="An org chart.", show_default="the bundled default org"),
+    ] = None,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto", help="Decide everything automatically and run the mission to its end."
+        ),
+    ] = False,
+    mission: Annotated[
+        str | None, typer.Option(help="The mission.", show_default="a sample product launch")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Where the web inbox listens.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Database and workspaces.")] = Path(".qapten-demo"),
+    model: Annotated[
+        str | None,
+        typer.Option(envvar="QAPTEN_MODEL", help="Overrides the chart's model (default: local)."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(envvar="QAPTEN_BASE_URL", help="OpenAI-compatible server, for openai:NAME."),
+    ] = None,
+) -> None:
+    """Run the default org on a sample mission with the embedded model, offline.
+
+    Serves the web inbox on 127.0.0.1 and prompts in the terminal; decide from either.
+    """
+    from rich.console import Console
+
+    from qapten.demo import DEMO_MISSION, DemoOptions, default_org, run_demo
+
+    if not _is_loopback(host):
+        _fail(f"the demo serves without configured tokens, so only on loopback, not {host}")
+    try:
+        chart = _load(org or default_org())
+    except QaptenError as exc:
+        _fail(str(exc))
+    options = DemoOptions(
+        chart=chart,
+        data_dir=data_dir,
+        mission=mission or DEMO_MISSION,
+        auto=auto,
+        host=host,
+        port=port,
+        model=_chat_model(model, base_url),
+    )
+    try:
+        run = asyncio.run(run_demo(options, Console()))
+    except QaptenError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo(f"stopped; the run is kept in {data_dir}", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(0 if run.status == "done" else 1)
 
 
 # -- clients of a running server ----------------------------------------------------------------
