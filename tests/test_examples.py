@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from qapten.testing import delegate, deliver, use
+
+from .conftest import ORG, ROOT
+from .servers import running_server
+
+ADMIN_TOKEN = "examples-admin-token"
+
+
+def run_example(
+    name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python examples/NAME args…` with the venv's python, in a clean environment."""
+    out = subprocess.run(
+        [sys.executable, f"examples/{name}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "", **(env or {})},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def without_qapten_settings() -> dict[str, str]:
+    """This process's environment without the developer's own QAPTEN_ settings (tokens, URL)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("QAPTEN_")}
 
 
 @pytest.mark.slow
 def test_quickstart_runs_a_full_mission() -> None:
-    out = subprocess.run(
-        [sys.executable, "examples/quickstart.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"COLUMNS": "200", "PATH": ""},
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_example("quickstart.py")
     for expected in (
         "ceo        plan",
         "cto        action",
@@ -31,3 +52,83 @@ def test_quickstart_runs_a_full_mission() -> None:
     ):
         assert expected in out.stdout
     assert out.stdout.count(" done ") == 4  # the whole task tree finished
+
+
+def test_support_desk_chart_is_valid() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "qapten.cli", "validate", "examples/support_desk/org.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=without_qapten_settings(),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("ok: 2 roles")
+
+
+@pytest.mark.slow
+def test_support_desk_gates_only_the_answer_to_the_customer() -> None:
+    lines = run_example("support_desk.py").stdout.splitlines()
+    waited = [line.split(":")[1].strip() for line in lines if "waits for you:" in line]
+    alone = [line.split(":")[1].strip() for line in lines if "ran alone:" in line]
+    assert waited == ["desk_lead deliverable"]  # approve
+    assert alone == ["desk_lead plan", "agent action", "agent deliverable"]  # auto
+    assert "1 approved by a human, 3 ran alone (auto)" in lines
+    answer = "Answer to the customer: Hi Dana, sorry about the double charge"
+    assert any(line.startswith(answer) for line in lines)
+    assert any(line.startswith("replies/T-1042.md: Hi Dana") for line in lines)
+
+
+@pytest.mark.slow
+def test_host_app_serves_its_own_route_and_qapten_under_a_prefix() -> None:
+    lines = run_example("host_app.py", "--self-test").stdout.splitlines()
+    assert lines == [
+        "GET / -> 200 {'message': 'hello from the host'}",
+        "GET /ops/healthz -> 200 {'status': 'ok'}",
+        "GET /ops/org -> 200 Support desk: desk_lead, agent (root desk_lead)",
+    ]
+
+
+@pytest.mark.slow
+def test_approve_over_http_approves_every_proposal_of_a_served_run(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    plan = "Launch plan ready: hosting in plan.md, announcement in launch.md."
+    script.write_text(
+        json.dumps(
+            {
+                "ceo": [delegate(cto="Write plan.md", marketcom="Draft launch.md"), deliver(plan)],
+                "cto": [
+                    use("workspace.write_file", path="plan.md", content="# Plan"),
+                    deliver("plan.md written"),  # auto: not approved over HTTP
+                ],
+                "marketcom": [
+                    use("workspace.write_file", path="launch.md", content="We launch"),  # auto
+                    deliver("launch.md drafted"),
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+
+    def serve(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "qapten.cli", "serve", str(ORG), "--port", str(port)),
+            *("--data-dir", str(tmp_path / "data"), "--model", f"scripted:{script}"),
+        ]
+
+    env = {**without_qapten_settings(), "QAPTEN_ADMIN_TOKEN": ADMIN_TOKEN}
+    with running_server(serve, log=tmp_path / "serve.log", env=env, cwd=tmp_path) as url:
+        out = run_example(
+            "approve_over_http.py",
+            *("--url", url, "--mission", "Launch the coaching app", "--timeout", "30"),
+            env={"QAPTEN_TOKEN": ADMIN_TOKEN},
+        )
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("started: Launch the coaching app")
+    decided = [" ".join(line.split()[:2]) for line in lines[1:-2]]
+    # The plan first, the synthesis last; the two reports work in parallel, in either order.
+    assert decided[0] == "ceo plan" and decided[-1] == "ceo deliverable"
+    assert sorted(decided[1:-1]) == ["cto action", "marketcom deliverable"]
+    assert lines[-2:] == ["approved 4 proposals; run done", f"Deliverable: {plan}"]

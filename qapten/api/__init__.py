@@ -16,7 +16,21 @@ from qapten.swarm import Swarm
 
 API_PREFIX = "/api/v1"
 
-__all__ = ["API_PREFIX", "ApiSettings", "create_app", "router"]
+__all__ = ["API_PREFIX", "ApiSettings", "create_app", "lifespan", "router"]
+
+
+@asynccontextmanager
+async def lifespan(swarm: Swarm) -> AsyncIterator[None]:
+    """Open `swarm` (and resume the runs a stopped server left mid-step), close it at the end.
+
+    For a host app that mounts `router`: ``async with lifespan(swarm): yield`` in its own lifespan.
+    """
+    await swarm.open()
+    await swarm.resume_all()
+    try:
+        yield
+    finally:
+        await swarm.close()
 
 
 def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
@@ -37,20 +51,11 @@ def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
     """A FastAPI app serving the API under /api/v1 and the web inbox at /; it opens and closes
     `swarm` with itself."""
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await swarm.open()
-        await swarm.resume_all()  # runs a stopped server left mid-step go on by themselves
-        try:
-            yield
-        finally:
-            await swarm.close()
-
     app = FastAPI(
         title=f"Qapten — {swarm.chart.name}",
         summary="Approve, reject, edit or answer what the agents propose.",
         version="1",
-        lifespan=lifespan,
+        lifespan=lambda _app: lifespan(swarm),
     )
     app.include_router(router(swarm, settings), prefix=API_PREFIX)
     # Imported here: the web inbox is a client of this API and is only served by a whole app.

@@ -65,8 +65,8 @@ class ApiSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over what `load` read from the settings file (the init values).
-        return (env_settings, init_settings)
+        # What a program passes in code wins over the environment (no .env or secret files).
+        return (init_settings, env_settings)
 
     @classmethod
     def load(cls, settings_file: Path | None = None) -> ApiSettings:
@@ -78,7 +78,8 @@ class ApiSettings(BaseSettings):
                 msg = f"{settings_file}: the settings file must be a mapping of setting: value"
                 raise ConfigurationError(msg)
             values = loaded
-        return cls(**values)
+        from_env = cls()  # the environment over the defaults
+        return cls(**{**values, **from_env.model_dump(include=from_env.model_fields_set)})
 
     def all_tokens(self) -> tuple[TokenSpec, ...]:
         """Configured tokens, plus the admin token from the environment if there is one."""
