@@ -16,11 +16,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
+# agents/ is built into the wheel too (the default org of `qapten demo`).
 COPY pyproject.toml README.md ./
 COPY qapten ./qapten
-RUN pip install .
-
 COPY agents ./agents
+# mcp: tools from MCP servers named in the chart. The embedded model (extra "local") is left out:
+# it compiles llama.cpp and needs build tools; a container talks to a model server instead.
+ARG EXTRAS=mcp
+RUN pip install ".[${EXTRAS}]"
+
 COPY examples ./examples
 
 # /data is made and owned by the unprivileged user before VOLUME, so a new volume inherits that.

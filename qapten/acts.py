@@ -17,7 +17,8 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qapten.orgchart import ActKind
+from qapten.errors import field_problems
+from qapten.policy import ActKind
 from qapten.tools import Tool
 
 DELEGATE = "delegate"
@@ -145,11 +146,9 @@ def validate_args(spec: ActSpec, args: Mapping[str, Any], reports: Sequence[str]
     try:
         clean = spec.args_model.model_validate(dict(args)).model_dump(mode="json")
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-            for err in exc.errors()
+        msg = (
+            f"invalid arguments for {spec.name}: {field_problems(exc.errors(), whole='arguments')}"
         )
-        msg = f"invalid arguments for {spec.name}: {problems}"
         raise InvalidChoice(msg) from exc
     if spec.name == DELEGATE:
         for index, assignment in enumerate(clean["tasks"]):

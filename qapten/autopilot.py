@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qapten.errors import ProposalAlreadyDecided
-from qapten.orgchart import ActKind, AutonomyLevel, OrgChart
+from qapten.orgchart import OrgChart
+from qapten.policy import ActKind, AutonomyLevel
 from qapten.proposals import Answer, Approve, Decision, Proposal
 
 if TYPE_CHECKING:

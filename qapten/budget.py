@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from qapten.board import TaskStatus
 from qapten.context import SwarmContext
-from qapten.errors import InvalidDecision
-from qapten.orgchart import ActKind
+from qapten.errors import InvalidDecision, field_problems
+from qapten.policy import ActKind
 from qapten.proposals import Proposal, ProposalStatus, payload_hash
 
 BUDGET_ACT = "budget"
@@ -115,8 +115,7 @@ def edited_budget(proposal: Proposal, payload: dict[str, Any]) -> dict[str, Any]
     try:
         wanted = BudgetRequest.model_validate({**proposal.payload, **payload})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        msg = f"invalid budget decision: {problems}"
+        msg = f"invalid budget decision: {field_problems(exc.errors())}"
         raise InvalidDecision(msg) from exc
     return {**proposal.payload, "add_tokens": wanted.add_tokens}
 

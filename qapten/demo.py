@@ -22,16 +22,16 @@ from pathlib import Path
 from langchain_core.language_models import BaseChatModel
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
 
 from qapten.autopilot import FULL_AUTOPILOT, decide_automatically
 from qapten.errors import ConfigurationError
 from qapten.local_model import EmbeddedModel, embedded_model, uses_embedded
 from qapten.orgchart import OrgChart
-from qapten.progress import ModelProgress, progress_bar
-from qapten.report import task_tree
-from qapten.store import Run
-from qapten.swarm import FINISHED_RUN, Swarm
+from qapten.progress import ModelProgress, progress_bar, start_with_progress
+from qapten.report import show_outcome
+from qapten.storage import default_db
+from qapten.store import FINISHED_RUN, Run
+from qapten.swarm import Swarm
 
 DEMO_MISSION = (
     "Plan the launch of Stride, a running-coach app: the product plan, the launch message "
@@ -67,7 +67,7 @@ async def run_demo(options: DemoOptions, console: Console) -> Run:
     """Run the demo mission to its end; return the finished run."""
     embedded = _embedded_for(options)
     if embedded is not None:
-        await _start_embedded(embedded, console)
+        await start_with_progress(embedded, console)
     try:
         if options.auto:
             return await _run_auto(options, console)
@@ -81,21 +81,12 @@ def _embedded_for(options: DemoOptions) -> EmbeddedModel | None:
     return embedded_model() if uses_embedded(options.chart, options.model) else None
 
 
-async def _start_embedded(embedded: EmbeddedModel, console: Console) -> None:
-    started = time.monotonic()
-    with progress_bar(console) as progress:
-        line = progress.add_task("starting the embedded model", total=None)
-        await embedded.start(lambda step: progress.update(line, description=step))
-    took = time.monotonic() - started
-    console.print(f"[dim]embedded model ready in {took:.1f} s ({embedded.base_url})[/]")
-
-
 def _swarm(options: DemoOptions, callbacks: list[ModelProgress] | None = None) -> Swarm:
     options.data_dir.mkdir(parents=True, exist_ok=True)
     return Swarm(
         options.chart,
         model=options.model,
-        db=f"sqlite:///{options.data_dir / 'qapten.db'}",
+        db=default_db(options.data_dir),
         workspaces=options.data_dir / "workspaces",
         callbacks=callbacks or [],
     )
@@ -158,18 +149,3 @@ async def _run_interactive(options: DemoOptions, console: Console) -> Run:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await serving
-
-
-async def show_outcome(swarm: Swarm, run: Run, console: Console) -> None:
-    """The task tree, the tokens spent and the root's deliverable (or why the run ended)."""
-    tasks = await swarm.tasks(run.id)
-    console.print(task_tree(tasks, title=f"run {run.id}: {run.status}"))
-    tokens = await swarm.store.tokens_by_role(run.id)
-    if tokens:
-        spent = ", ".join(f"{role} {count}" for role, count in sorted(tokens.items()))
-        console.print(f"tokens: {spent} (total {sum(tokens.values())})")
-    root = tasks[0] if tasks else None
-    if run.status == "done" and root is not None and root["result"]:
-        console.print(Panel(escape(root["result"]), title="deliverable"))
-    elif run.error:
-        console.print(f"[red]run {run.status}: {escape(run.error)}[/]")

@@ -21,7 +21,9 @@ around `retry` when someone else may have retried the run first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class QaptenError(Exception):
@@ -109,3 +111,13 @@ class WorkspaceError(QaptenError):
 
 class ScriptExhausted(QaptenError):
     """The scripted model was called once more than its script has responses."""
+
+
+def field_problems(errors: Iterable[Mapping[str, Any]], *, whole: str = "value") -> str:
+    """Validation errors (pydantic's ``exc.errors()``) as one line that names each field:
+    ``tasks.0.to: Input should be 'cto'; brief: Field required``. `whole` names the input itself
+    when an error is about all of it."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or whole}: {error['msg']}"
+        for error in errors
+    )

@@ -7,14 +7,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import httpx
-from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 from qapten.errors import ConfigurationError
 from qapten.yaml_source import located_error
+
+if TYPE_CHECKING:  # LangChain loads when a model is built, not when a chart is read
+    from langchain_core.language_models import BaseChatModel
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 PROVIDERS: tuple[str, ...] = ("local", "openai", "scripted")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -20,10 +19,8 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     PrivateAttr,
-    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -33,29 +30,11 @@ from pydantic import (
 from qapten.errors import ChartProblem, ConfigurationError, OrgChartError
 from qapten.mcp import McpServer, ServerName, server_of, unknown_server
 from qapten.models import ModelField, ModelRef
+from qapten.policy import Autonomy
 from qapten.tools import BUILTIN_TOOL_NAMES, resolve_tool_ref
 from qapten.yaml_source import Issue, KeyPath, describe, issue_of, located_error, parse_yaml
 
 ROLE_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-
-
-class AutonomyLevel(StrEnum):
-    """Who decides an act: the agent alone, a human approving the agent's proposal, or a human."""
-
-    AUTO = "auto"
-    APPROVE = "approve"
-    HUMAN = "human"
-
-
-class ActKind(StrEnum):
-    """The kinds of act a role may propose."""
-
-    PLAN = "plan"
-    ACTION = "action"
-    DELIVERABLE = "deliverable"
-    QUESTION = "question"
-    BUDGET = "budget"
-    """Not chosen by a role: the engine asks whether work that reached a token budget goes on."""
 
 
 @dataclass(frozen=True)
@@ -66,39 +45,6 @@ class _Loading:
     shown_dir: Path  # the chart's folder as the user named it, for messages
     extra_tools: frozenset[str]
     mcp_servers: frozenset[str] = frozenset()
-
-
-def _action_kind(value: Any) -> str:
-    return "per tool" if isinstance(value, Mapping) else "level"
-
-
-class Autonomy(BaseModel):
-    """Who decides each kind of act of one role. A question always goes to the human."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-    plan: AutonomyLevel = AutonomyLevel.APPROVE
-    """Splitting a task among the role's direct reports."""
-    action: Annotated[
-        Annotated[AutonomyLevel, Tag("level")]
-        | Annotated[dict[str, AutonomyLevel], Tag("per tool")],
-        Discriminator(_action_kind),
-    ] = AutonomyLevel.APPROVE
-    """Calling a tool: one level for every tool, or a level per tool name (others: approve)."""
-    deliverable: AutonomyLevel = AutonomyLevel.AUTO
-    """Handing in the result of a task."""
-
-    def level_for(self, kind: ActKind, tool: str | None = None) -> AutonomyLevel:
-        """The level that applies to an act of `kind` (for an action, a call of `tool`)."""
-        if kind in (ActKind.QUESTION, ActKind.BUDGET):
-            return AutonomyLevel.HUMAN
-        if kind == ActKind.PLAN:
-            return self.plan
-        if kind == ActKind.DELIVERABLE:
-            return self.deliverable
-        if isinstance(self.action, AutonomyLevel):
-            return self.action
-        return self.action.get(tool or "", AutonomyLevel.APPROVE)
 
 
 def _check_tool(name: str, info: ValidationInfo) -> str:

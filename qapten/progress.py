@@ -18,7 +18,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from qapten.local_model import EmbeddedModel
 from qapten.testing import ROLE_METADATA_KEY
+
+
+async def start_with_progress(embedded: EmbeddedModel, console: Console) -> None:
+    """Start the embedded model with a progress line; say how long it took."""
+    started = time.monotonic()
+    with progress_bar(console) as progress:
+        line = progress.add_task("starting the embedded model", total=None)
+        await embedded.start(lambda step: progress.update(line, description=step))
+    took = time.monotonic() - started
+    console.print(f"[dim]embedded model ready in {took:.1f} s ({embedded.base_url})[/]")
 
 
 def progress_bar(console: Console) -> Progress:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from qapten.errors import InvalidDecision
-from qapten.orgchart import ActKind
+from qapten.policy import ActKind
 
 
 class ProposalStatus(StrEnum):

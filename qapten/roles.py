@@ -22,7 +22,7 @@ from qapten.budget import BUDGET_ACT, budget_outcome, budget_proposal, over_budg
 from qapten.context import SwarmContext, new_id
 from qapten.journal import run_tool
 from qapten.models import describe_failure, server_errors
-from qapten.orgchart import AutonomyLevel
+from qapten.policy import AutonomyLevel
 from qapten.prompts import messages_for, retry_message
 from qapten.proposals import AUTO_DECIDER, Proposal, ProposalStatus, payload_hash
 from qapten.testing import ROLE_METADATA_KEY

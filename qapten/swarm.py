@@ -8,7 +8,6 @@ runs table whose fencing token grows with every claim (DESIGN §4, trap 2).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -18,31 +17,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-import aiosqlite
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.runnables import Runnable, RunnableLambda
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from qapten.acts import (
-    DELEGATE,
     ActSpec,
     InvalidChoice,
     build_menu,
-    single_act_tool,
-    unwrap_single_act,
     validate_args,
 )
-from qapten.board import ROOT_TASK_ID, Board, Task, TaskStatus, new_task
+from qapten.board import Board, Task
 from qapten.budget import BUDGET_ACT, edited_budget
 from qapten.context import SwarmContext, new_id
-from qapten.errors import ConfigurationError, InvalidDecision, RunFailed, RunNotRetryable
+from qapten.driver import RunDriver, run_config
+from qapten.errors import InvalidDecision, RunFailed, RunNotRetryable
 from qapten.graph import DISPATCH, build_graph
-from qapten.local_model import embedded_model, is_embedded, model_text_limit, uses_embedded
+from qapten.local_model import EmbeddedModel, embedded_model, uses_embedded
 from qapten.mcp_client import McpServers
-from qapten.models import ModelRef, chat_model, close_model
 from qapten.orgchart import OrgChart
 from qapten.proposals import (
     ALLOWED_DECISIONS,
@@ -58,15 +50,14 @@ from qapten.proposals import (
     parse_decision,
     payload_hash,
 )
-from qapten.roles import child_report
-from qapten.store import Event, Run, Store, ToolCall
+from qapten.recovery import last_delegations, reopen_failed
+from qapten.role_models import RoleModels
+from qapten.storage import Storage, default_workspaces, open_storage
+from qapten.store import FINISHED_RUN, Event, Run, Store, ToolCall
 from qapten.tools import BUILTIN_TOOLS, Tool, resolve_tool_ref, tool_from_callable
 from qapten.workspace import Workspace
 
 logger = logging.getLogger(__name__)
-
-FINISHED_RUN = frozenset({"done", "failed", "cancelled"})
-RECURSION_LIMIT = 100_000  # Qapten bounds runs itself (max_steps); LangGraph's limit must not.
 
 
 class Swarm:
@@ -89,12 +80,11 @@ class Swarm:
         callbacks: Sequence[BaseCallbackHandler] = (),
     ) -> None:
         self.chart = chart
-        self._callbacks = list(callbacks)
         self.db = db
         self.lease_ttl = lease_ttl
         self._tools = {**BUILTIN_TOOLS, **{t.name: t for t in map(_as_tool, tools)}}
         self._max_output_retries = max_output_retries
-        self._workspaces = Path(workspaces) if workspaces else _default_workspaces(db)
+        self._workspaces = Path(workspaces) if workspaces else default_workspaces(db)
         # Roles that use tools of MCP servers get their menus when the swarm opens (`_open_mcp`):
         # only a running server tells its tools' schemas.
         self._mcp = McpServers(chart.mcp_servers)
@@ -103,25 +93,20 @@ class Swarm:
             for name, role in chart.roles.items()
             if not self._mcp.uses(role.tools)
         }
-        self._chart_dir = chart.source.parent if chart.source else None
-        # The swarm's model, else the chart's: built once and shared by every role without its own.
-        self._built_models: list[BaseChatModel] = []  # closed with the swarm; not the caller's
-        default = model
-        if default is None and chart.model is not None:
-            default = self._build_model(chart.model)
-        self._default_model = default
-        self._models = {name: self._bound_model(name, default) for name in self.menus}
+        self._role_models = RoleModels(chart, model, callbacks=callbacks)
+        self._models = {
+            name: self._role_models.bind(name, menu) for name, menu in self.menus.items()
+        }
         self._embedded = embedded_model() if uses_embedded(chart, model) else None
         self._embedded_started = False
         self._graph_builder = build_graph(chart)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')}"
         self._open_lock = asyncio.Lock()
         self._store: Store | None = None
-        self._saver_conn: aiosqlite.Connection | None = None
+        self._storage: Storage | None = None
         self._graph: CompiledStateGraph[Board, SwarmContext, Board, Board] | None = None
         self._context: SwarmContext | None = None
-        self._advancing: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
+        self._driver = RunDriver(chart, owner=self._owner, lease_ttl=lease_ttl, ready=self._ready)
 
     @classmethod
     def from_yaml(
@@ -152,49 +137,32 @@ class Swarm:
         try:
             for name in roles:
                 self.menus[name] = self._menu(name)
-                self._models[name] = self._bound_model(name, self._default_model)
+                self._models[name] = self._role_models.bind(name, self.menus[name])
         except BaseException:
             await self._mcp.close()
             raise
-
-    def _build_model(self, ref: ModelRef) -> BaseChatModel:
-        model = chat_model(ref, base_dir=self._chart_dir)
-        self._built_models.append(model)
-        return model
-
-    def _bound_model(self, role_name: str, default: BaseChatModel | None) -> Any:
-        ref = self.chart.roles[role_name].model
-        model = default if ref is None else self._build_model(ref)
-        if model is None:
-            msg = "no model: pass model=... or set 'model:' in the org chart"
-            raise ConfigurationError(msg)
-        menu = self.menus[role_name]
-        if is_embedded(model):
-            # llama.cpp forces only a named function, and a tiny model cannot pick among
-            # several on its own: one function that unites every act, unwrapped after.
-            tool = single_act_tool(menu, max_text=model_text_limit(model))
-            bound = model.bind_tools([tool], tool_choice=tool["function"]["name"])
-            chain: Runnable[Any, AIMessage] = bound | RunnableLambda(unwrap_single_act)
-        else:
-            # tool_choice "any" forces exactly one act: small models fail at free tool choice.
-            chain = model.bind_tools([spec.as_openai_tool() for spec in menu], tool_choice="any")
-        return chain.with_config(callbacks=self._callbacks) if self._callbacks else chain
 
     async def _ready(
         self,
     ) -> tuple[Store, CompiledStateGraph[Board, SwarmContext, Board, Board], SwarmContext]:
         async with self._open_lock:
             if self._graph is None:
-                await self._open_mcp()  # first: a server that fails to start leaves nothing open
-                store = await Store.open(self.db)
-                path = _sqlite_path(self.db)
-                self._saver_conn = await aiosqlite.connect(path, timeout=30)
-                saver = AsyncSqliteSaver(self._saver_conn)
-                await saver.setup()
-                if self._embedded is not None and not self._embedded_started:
-                    await self._embedded.start()
-                    self._embedded_started = True
-                self._store = store
+                # Each part opened is closed again if a later one fails: nothing is left half-open.
+                await self._open_mcp()
+                try:
+                    storage = await open_storage(self.db)
+                    try:
+                        if self._embedded is not None and not self._embedded_started:
+                            await self._embedded.start()
+                            self._embedded_started = True
+                    except BaseException:
+                        await storage.close()
+                        raise
+                except BaseException:
+                    await self._mcp.close()
+                    raise
+                self._storage = storage
+                self._store = store = storage.store
                 self._context = SwarmContext(
                     chart=self.chart,
                     store=store,
@@ -203,7 +171,7 @@ class Swarm:
                     workspaces=self._workspaces,
                     max_output_retries=self._max_output_retries,
                 )
-                self._graph = self._graph_builder.compile(checkpointer=saver)
+                self._graph = self._graph_builder.compile(checkpointer=storage.checkpointer)
         assert self._store is not None and self._context is not None
         return self._store, self._graph, self._context
 
@@ -215,17 +183,14 @@ class Swarm:
         """Let in-flight steps finish, then close the database connections, and the HTTP
         connections of the models built from the chart (build a new swarm to use them again)."""
         await self.idle()
-        if self._saver_conn is not None:
-            await self._saver_conn.close()
-        if self._store is not None:
-            await self._store.close()
+        if self._storage is not None:
+            await self._storage.close()
         if self._embedded is not None and self._embedded_started:
             self._embedded_started = False
             await self._embedded.stop()
         await self._mcp.close()
-        for model in self._built_models:
-            await close_model(model)
-        self._graph = self._store = self._saver_conn = self._context = None
+        await self._role_models.close()
+        self._graph = self._store = self._storage = self._context = None
 
     async def __aenter__(self) -> Swarm:
         await self.open()
@@ -238,6 +203,11 @@ class Swarm:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def embedded(self) -> EmbeddedModel | None:
+        """The embedded model's server, when a role uses it; it starts when the swarm opens."""
+        return self._embedded
 
     @property
     def store(self) -> Store:
@@ -255,7 +225,7 @@ class Swarm:
             raise ValueError(msg)
         store, _, _ = await self._ready()
         run = await store.create_run(new_id("r"), self.chart.name, mission.strip())
-        self._kick(run.id)
+        self._driver.kick(run.id)
         return run
 
     async def pending(self, run_id: str | None = None, *, settle: bool = True) -> list[Proposal]:
@@ -303,7 +273,7 @@ class Swarm:
         decided = await store.decide(
             proposal_id, status=DECISION_STATUS[chosen.decision], decided_by=by, **fields
         )
-        self._kick(decided.run_id)
+        self._driver.kick(decided.run_id)
         return decided
 
     def _validate_edit(self, proposal: Proposal, payload: dict[str, Any]) -> dict[str, Any]:
@@ -339,34 +309,22 @@ class Swarm:
             raise RunNotRetryable(run_id, run.status)
         # A lease of its own, not this process's: in-process steps wait for it like others do.
         owner = f"{self._owner}:retry:{new_id('x')}"
-        while True:
-            token = await store.acquire_lease(run_id, owner, self.lease_ttl)
-            if token is not None:
-                break
-            await asyncio.sleep(min(0.2, self.lease_ttl / 10))
+        token = await self._driver.claim(run_id, owner, until_finished=False)
+        assert token is not None
         try:
             if (run := await store.get_run(run_id)).status != "failed":
                 raise RunNotRetryable(run_id, run.status)
-            config = _config(run_id)
+            config = run_config(run_id)
             board = cast(Board, (await graph.aget_state(config)).values)
-            patches = _reopen(board, await self._last_delegations(run_id)) if board else {}
+            patches = reopen_failed(board, await last_delegations(store, run_id)) if board else {}
             if patches:
                 update = cast(Board, {"tasks": patches})
                 await graph.aupdate_state(config, update, as_node=DISPATCH)
             await store.retry_run(run_id, by=by, tasks=list(patches))
         finally:
             await store.release_lease(run_id, owner, token)
-        self._kick(run_id)
+        self._driver.kick(run_id)
         return await store.get_run(run_id)
-
-    async def _last_delegations(self, run_id: str) -> dict[str, int]:
-        """Task id → how many tasks its latest carried-out delegation made."""
-        sizes: dict[str, int] = {}
-        for proposal in await self.store.list_proposals(run_id=run_id):  # oldest first
-            if proposal.act == DELEGATE and proposal.status.executes:
-                payload = proposal.decided_payload or proposal.payload
-                sizes[proposal.task_id] = len(payload["tasks"])
-        return sizes
 
     async def run(self, run_id: str) -> Run:
         store, _, _ = await self._ready()
@@ -379,9 +337,14 @@ class Swarm:
     async def tasks(self, run_id: str) -> list[Task]:
         """The run's task board, in creation order (the root first)."""
         _, graph, _ = await self._ready()
-        snapshot = await graph.aget_state(_config(run_id))
+        snapshot = await graph.aget_state(run_config(run_id))
         board = snapshot.values.get("tasks", {})
         return list(board.values())
+
+    async def tokens(self, run_id: str) -> dict[str, int]:
+        """The tokens each role's model calls spent in the run, from the models' usage data."""
+        store, _, _ = await self._ready()
+        return await store.tokens_by_role(run_id)
 
     async def events(self, run_id: str | None = None, *, after: int = 0) -> list[Event]:
         store, _, _ = await self._ready()
@@ -424,7 +387,7 @@ class Swarm:
     async def resume(self, run_id: str) -> None:
         """Advance a run now: after a restart, or to pick up decisions made by another process."""
         await self._ready()
-        self._kick(run_id)
+        self._driver.kick(run_id)
 
     async def resume_all(self) -> list[str]:
         """Advance every run that has work in hand (status ``running``), e.g. after a crash.
@@ -435,177 +398,13 @@ class Swarm:
         store, _, _ = await self._ready()
         runs = [run.id for run in await store.list_runs("running")]
         for run_id in runs:
-            self._kick(run_id)
+            self._driver.kick(run_id)
         return runs
 
     async def idle(self, run_id: str | None = None) -> None:
         """Wait until this process has no step in flight (for `run_id`, or for any run)."""
-        while True:
-            busy = [t for r, t in self._advancing.items() if not t.done() and run_id in (None, r)]
-            if not busy:
-                return
-            await asyncio.wait(busy)
-
-    # -- background advancing ---------------------------------------------------------------------
-
-    def _kick(self, run_id: str) -> None:
-        running = self._advancing.get(run_id)
-        if running is not None and not running.done():
-            self._again.add(run_id)  # the running loop goes round once more and sees the change
-            return
-        self._advancing[run_id] = asyncio.create_task(self._advance_loop(run_id))
-
-    async def _advance_loop(self, run_id: str) -> None:
-        while True:
-            self._again.discard(run_id)
-            try:
-                await self._advance(run_id)
-            except Exception as exc:
-                logger.exception("run %s failed", run_id)
-                await self.store.set_run_status(
-                    run_id, "failed", error=f"{type(exc).__name__}: {exc}"
-                )
-                return
-            if run_id not in self._again:
-                return
-
-    async def _claim(self, run_id: str) -> int | None:
-        """Wait for the run's lease; None when the run finished meanwhile."""
-        store = self.store
-        while True:
-            token = await store.acquire_lease(run_id, self._owner, self.lease_ttl)
-            if token is not None:
-                return token
-            if (await store.get_run(run_id)).status in FINISHED_RUN:
-                return None
-            await asyncio.sleep(min(0.2, self.lease_ttl / 10))
-
-    async def _advance(self, run_id: str) -> None:
-        store, graph, context = await self._ready()
-        if (await store.get_run(run_id)).status in FINISHED_RUN:
-            return
-        token = await self._claim(run_id)
-        if token is None:
-            return
-        heartbeat = asyncio.create_task(self._keep_lease(run_id, token, asyncio.current_task()))
-        try:
-            config = _config(run_id)
-            snapshot = await graph.aget_state(config)
-            if snapshot.next:
-                # The last process stopped inside a superstep: finish that work first.
-                await graph.ainvoke(None, config, context=context)
-            if not snapshot.values:
-                run = await store.get_run(run_id)
-                board = Board(
-                    mission=run.mission,
-                    root=ROOT_TASK_ID,
-                    steps=0,
-                    tasks={ROOT_TASK_ID: new_task(ROOT_TASK_ID, self.chart.root.name, run.mission)},
-                )
-                await graph.ainvoke(board, config, context=context)
-            else:
-                # An empty update wakes `dispatch`, which reads new decisions from the store.
-                await graph.ainvoke(cast(Board, {"tasks": {}}), config, context=context)
-            if await self._settle(run_id):
-                self._again.add(run_id)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            await store.release_lease(run_id, self._owner, token)
-
-    async def _keep_lease(self, run_id: str, token: int, worker: asyncio.Task[Any] | None) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            if not await self.store.renew_lease(run_id, self._owner, token, self.lease_ttl):
-                logger.error("run %s: lease lost to another writer; stopping this one", run_id)
-                if worker is not None:
-                    worker.cancel()
-                return
-
-    async def _settle(self, run_id: str) -> bool:
-        """Set the run's status from its board once the graph has nothing left to do.
-
-        Returns True when the run must go round again: a decision landed while `dispatch` was
-        looking the other way (it read the proposal as pending a moment before).
-        """
-        store, graph, _ = await self._ready()
-        if (await store.get_run(run_id)).status in FINISHED_RUN:
-            return False
-        board = (await graph.aget_state(_config(run_id))).values
-        root = board["tasks"][board["root"]]
-        if root["status"] == TaskStatus.DONE.value:
-            await store.set_run_status(run_id, "done", result=root["result"])
-            return False
-        if root["status"] == TaskStatus.FAILED.value:
-            await store.set_run_status(run_id, "failed", error=root["error"])
-            return False
-        waiting = [
-            t["proposal"]
-            for t in board["tasks"].values()
-            if t["status"] == TaskStatus.WAITING.value and t["proposal"]
-        ]
-        proposals = (await store.get_proposals(waiting)).values()
-        if any(p.status is not ProposalStatus.PENDING for p in proposals):
-            return True
-        if proposals:
-            await store.set_run_status(run_id, "waiting")
-            return False
-        stuck = {t["id"]: t["status"] for t in board["tasks"].values()}
-        await store.set_run_status(run_id, "failed", error=f"no task can move: {stuck}")
-        return False
-
-
-def _reopen(board: Board, delegations: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """Board patches that put a failed run's failed work back in hand, for `Swarm.retry`.
-
-    From the root down along the failure: a failed task thinks again; when children of its
-    latest delegation failed too, they are reopened and the task waits for them once more,
-    its notes without their failure reports. A manager that failed after hearing "child failed"
-    is so taken back to before it heard it, and learns the retried child's result instead.
-    Failures a manager acted on (by delegating again) stay: the new children replaced them.
-    """
-    tasks = board["tasks"]
-    patches: dict[str, dict[str, Any]] = {}
-
-    def reopen(task: Task) -> bool:
-        if task["status"] == TaskStatus.DELEGATED.value:
-            for child in task["awaiting"]:
-                reopen(tasks[child])
-            return False
-        if task["status"] != TaskStatus.FAILED.value:
-            return False
-        latest = task["children"][len(task["children"]) - delegations.get(task["id"], 0) :]
-        again = [child for child in latest if reopen(tasks[child])]
-        told = {child_report(tasks[child]) for child in again}
-        patches[task["id"]] = {
-            "status": (TaskStatus.DELEGATED if again else TaskStatus.THINKING).value,
-            "awaiting": again,
-            "notes": [note for note in task["notes"] if note not in told],
-            "error": None,
-        }
-        return True
-
-    reopen(tasks[board["root"]])
-    return patches
-
-
-def _config(run_id: str) -> Any:
-    return {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+        await self._driver.idle(run_id)
 
 
 def _as_tool(tool: Tool | Callable[..., Any]) -> Tool:
     return tool if isinstance(tool, Tool) else tool_from_callable(tool)
-
-
-def _sqlite_path(db: str) -> str:
-    if not db.startswith("sqlite:///"):
-        msg = f"unsupported database {db!r}: use sqlite:///FILE (PostgreSQL comes with scale-out)"
-        raise ConfigurationError(msg)
-    return db.removeprefix("sqlite:///")
-
-
-def _default_workspaces(db: str) -> Path:
-    """Beside the database file: qapten.db → qapten-workspaces/."""
-    path = Path(_sqlite_path(db))
-    return path.with_name(path.stem + "-workspaces")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,14 +22,14 @@ from rich.live import Live
 from rich.text import Text
 
 from qapten.autopilot import AUTOPILOT, Autopilot, decide_automatically
-from qapten.demo import show_outcome
 from qapten.errors import (
     ConfigurationError,
     InvalidDecision,
     ProposalAlreadyDecided,
     RunNotFound,
 )
-from qapten.orgchart import ActKind
+from qapten.policy import ActKind
+from qapten.progress import start_with_progress
 from qapten.proposals import (
     ALLOWED_DECISIONS,
     Answer,
@@ -42,8 +41,9 @@ from qapten.proposals import (
     Reject,
     Revise,
 )
-from qapten.store import Run
-from qapten.swarm import FINISHED_RUN, Swarm
+from qapten.report import show_outcome
+from qapten.store import FINISHED_RUN, Run
+from qapten.swarm import Swarm
 from qapten.terminal_io import (
     LineReader,
     Snapshot,
@@ -153,7 +153,7 @@ class _Session:
         snap = Snapshot(
             run=await swarm.run(self.run_id),
             tasks=await swarm.tasks(self.run_id),
-            tokens=await swarm.store.tokens_by_role(self.run_id),
+            tokens=await swarm.tokens(self.run_id),
             pending=await swarm.pending(self.run_id, settle=False),
         )
         for task in self.view.update(snap):
@@ -366,14 +366,21 @@ async def run_in_terminal(
     an unknown run, a run of another org chart, a database that cannot be opened.
     """
     try:
-        await _open(swarm)
+        if swarm.embedded is not None:  # seconds to start: show it (the swarm shares it)
+            await start_with_progress(swarm.embedded, console)
+        await swarm.open()  # a database it cannot open is a ConfigurationError
         if resume is None:
             run = await swarm.start(mission or "")
             console.print(Text(f"run {run.id} started: {printable(run.mission)}", style="bold"))
         else:
             run = await _resumable(swarm, resume)
-            await swarm.resume(run.id)
-            console.print(Text(f"run {run.id} resumed: {printable(run.mission)}", style="bold"))
+            if run.status == "failed":  # e.g. its model server was down: take it up again
+                await swarm.retry(run.id, by="terminal")
+                how = "retried"
+            else:
+                await swarm.resume(run.id)
+                how = "resumed"
+            console.print(Text(f"run {run.id} {how}: {printable(run.mission)}", style="bold"))
         try:
             ended = await orchestrate(swarm, run.id, console=console, pilot=pilot)
         except Paused as exc:
@@ -385,17 +392,8 @@ async def run_in_terminal(
         return 0 if ended.status == "done" else 1
     finally:
         await swarm.close()
-
-
-async def _open(swarm: Swarm) -> None:
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
-    try:
-        await swarm.open()
-    except (OSError, sqlite3.Error, SQLAlchemyError) as exc:
-        reason = exc.orig if isinstance(exc, DBAPIError) else exc  # the driver's own words
-        msg = f"cannot open the database {swarm.db}: {' '.join(str(reason).split())}"
-        raise ConfigurationError(msg) from exc
+        if swarm.embedded is not None:
+            await swarm.embedded.stop()
 
 
 async def _resumable(swarm: Swarm, run_id: str) -> Run:

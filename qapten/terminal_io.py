@@ -27,7 +27,7 @@ from rich.text import Text
 
 from qapten.acts import DELEGATE
 from qapten.board import Task
-from qapten.orgchart import ActKind
+from qapten.policy import ActKind
 from qapten.proposals import Proposal
 from qapten.report import task_tree
 from qapten.store import Run

@@ -14,6 +14,8 @@ A control interface under ``/mock`` scripts the replies and injects failures:
 * ``GET /mock/log`` lists every request: role, arrival time (monotonic), outcome, messages.
 
 Every request is logged, so a test can count the model calls and see what the model was shown.
+`running_mock` starts it for a test; `MockControl` drives it from async code, and `wire_script`
+makes the body of ``POST /mock/script`` for sync code.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +36,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from qapten.acts import wire_name
+
+from .servers import running_server
 
 ROLE_IN_PROMPT = re.compile(r"You are .* \(([a-z0-9_]+)\) at ")
 
@@ -159,6 +166,26 @@ def _completion(model: str, reply: Reply, n: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def running_mock(log: Path) -> Iterator[str]:
+    """This server in a process of its own on a free loopback port; yields its URL (the API is
+    under ``URL/v1``). It is stopped when the block ends; its output goes to `log`."""
+    with running_server(
+        lambda port: [sys.executable, "-m", "tests.openai_mock", str(port)], log=log
+    ) as url:
+        yield url
+
+
+def wire_script(replies: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Replies per role, as `qapten.testing` builds them (``use``, ``delegate``, ``deliver``) or
+    ``{"tool", "raw_args"}``, as ``POST /mock/script`` takes them: tool names turned into the
+    names the model sees."""
+    return {
+        role: [{**r, "tool": wire_name(r["tool"])} if "tool" in r else r for r in answers]
+        for role, answers in replies.items()
+    }
+
+
 class MockControl:
     """The test's side of the control interface (async: tests run inside an event loop)."""
 
@@ -176,13 +203,8 @@ class MockControl:
         await self._call("POST", "/mock/reset")
 
     async def script(self, **replies: list[dict[str, Any]]) -> None:
-        """Replies per role, as `qapten.testing` builds them (``use``, ``delegate``, ``deliver``)
-        or ``{"tool", "raw_args"}``; tool names are turned into the names the model sees."""
-        wire = {
-            role: [{**r, "tool": wire_name(r["tool"])} if "tool" in r else r for r in answers]
-            for role, answers in replies.items()
-        }
-        await self._call("POST", "/mock/script", wire)
+        """Append replies per role (see `wire_script`)."""
+        await self._call("POST", "/mock/script", wire_script(replies))
 
     async def faults(self, *faults: dict[str, Any]) -> None:
         await self._call("POST", "/mock/faults", list(faults))

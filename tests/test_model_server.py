@@ -6,7 +6,6 @@ as a chart's ``model: {provider: openai, base_url: ...}`` builds it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,13 @@ from qapten.api.settings import TokenSpec, token_digest
 from qapten.board import Board, Task, new_task
 from qapten.errors import RunFailed, RunNotFound, RunNotRetryable
 from qapten.models import ModelRef, chat_model
+from qapten.recovery import reopen_failed
 from qapten.roles import child_report
-from qapten.swarm import _reopen
 from qapten.testing import ScriptedChatModel, delegate, deliver, use
 
 from .conftest import SwarmFactory, write_org
-from .openai_mock import MockControl
-from .servers import free_port, running_server
+from .openai_mock import MockControl, running_mock
+from .servers import free_port
 
 MODEL = "mock-model"
 ALL_AUTO = {"plan": "auto", "action": "auto", "deliverable": "auto"}
@@ -35,10 +34,7 @@ ALL_AUTO = {"plan": "auto", "action": "auto", "deliverable": "auto"}
 
 @pytest.fixture(scope="module")
 def mock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("openai-mock") / "server.log"
-    with running_server(
-        lambda port: [sys.executable, "-m", "tests.openai_mock", str(port)], log=log
-    ) as url:
+    with running_mock(tmp_path_factory.mktemp("openai-mock") / "server.log") as url:
         yield url
 
 
@@ -127,7 +123,7 @@ async def test_a_mission_completes_through_chat_openai(mock: MockControl, swarm_
     assert [e["role"] for e in log] == ["ceo", "cto", "cto", "ceo"]
     assert outcomes(log) == ["ok"] * 4
     assert "Result from cto (t1.1): plan.md" in shown(log[-1])
-    assert sum((await swarm.store.tokens_by_role(run.id)).values()) == 4 * 25
+    assert sum((await swarm.tokens(run.id)).values()) == 4 * 25
 
 
 async def test_rate_limits_server_errors_and_timeouts_are_retried(
@@ -302,7 +298,7 @@ def test_retry_reopens_the_latest_failed_children_not_those_their_manager_replac
         mission="Launch", root="t1", steps=6, tasks={t["id"]: t for t in (root, old, new, ok)}
     )
 
-    patches = _reopen(board, {"t1": 2})  # the latest delegation made 2 tasks: t1.2 and t1.3
+    patches = reopen_failed(board, {"t1": 2})  # the latest delegation made 2 tasks: t1.2 and t1.3
 
     assert patches == {
         "t1.2": {"status": "thinking", "awaiting": [], "notes": [], "error": None},

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from qapten.errors import OrgChartError
 from qapten.models import ModelRef
-from qapten.orgchart import ActKind, Autonomy, AutonomyLevel, OrgChart, Role
+from qapten.orgchart import OrgChart, Role
+from qapten.policy import ActKind, Autonomy, AutonomyLevel
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG = ROOT / "agents" / "org.yaml"

@@ -68,7 +68,7 @@ async def test_a_decision_landing_after_dispatch_looked_does_not_stall_the_run(
     await swarm.store.decide(
         draft.id, status=ProposalStatus.REVISION_REQUESTED, decided_by="alice", feedback="shorter"
     )
-    assert await swarm._settle(run.id) is True  # go round again, not "no task can move"
+    assert await swarm._driver._settle(run.id) is True  # go round again, not "no task can move"
     assert (await swarm.run(run.id)).status == "running"
     await swarm.resume(run.id)
     [final] = await swarm.pending(run.id)

@@ -28,6 +28,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+FINISHED_RUN = frozenset({"done", "failed", "cancelled"})
+"""The statuses a run ends in; `running` and `waiting` are the others."""
+
+
 @dataclass(frozen=True)
 class Run:
     id: str

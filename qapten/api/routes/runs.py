@@ -57,7 +57,7 @@ async def get_run(run_id: str, context: Context, _caller: Caller) -> RunDetail:
     return RunDetail(
         **RunPublic.model_validate(run).model_dump(),
         tasks=tasks,
-        tokens=await swarm.store.tokens_by_role(run_id),
+        tokens=await swarm.tokens(run_id),
         proposals=[ProposalPublic.model_validate(p) for p in proposals],
     )
 

@@ -1,0 +1,108 @@
+"""What the commands share: the one-line failure, chart loading, `--model`, and option aliases.
+
+An option declared here means the same in every command that takes it; an option whose default
+differs per command (`--data-dir`) is declared by each command instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from qapten.errors import OrgChartError, QaptenError
+from qapten.orgchart import OrgChart
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from qapten.swarm import Swarm
+
+OrgArgument = Annotated[Path, typer.Argument(help="The org chart, e.g. agents/org.yaml.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="QAPTEN_MODEL",
+        help="local, openai:NAME or scripted:FILE.json; overrides the chart's model.",
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(envvar="QAPTEN_BASE_URL", help="OpenAI-compatible server, for openai:NAME."),
+]
+DbOption = Annotated[
+    str | None, typer.Option(help="Database URL.", show_default="sqlite:///DATA_DIR/qapten.db")
+]
+HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int, typer.Option(min=1, max=65535)]
+
+
+def fail(message: str) -> NoReturn:
+    """Report a user's mistake in one line and exit 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def load_chart(org: Path) -> OrgChart:
+    """The chart at `org`, or exit 2 with each problem as FILE:LINE:COL: message."""
+    try:
+        return OrgChart.from_file(org)
+    except OSError as exc:
+        fail(f"cannot read {org}: {exc.strerror or exc}")
+    except OrgChartError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(2) from None
+
+
+def chosen_model(spec: str | None, base_url: str | None) -> BaseChatModel | None:
+    """The model of `--model` (None: the org chart's own), or exit 2 naming the problem."""
+    from pydantic import ValidationError
+
+    from qapten.models import ModelRef, chat_model
+
+    if spec is None:
+        if base_url is not None:
+            fail("--base-url needs --model openai:NAME")
+        return None
+    try:
+        ref = ModelRef.parse(spec)
+        if base_url is not None:
+            ref = ModelRef.parse({**ref.model_dump(exclude_none=True), "base_url": base_url})
+        return chat_model(ref)
+    except ValidationError as exc:
+        fail(f"--model {spec}: {exc.errors()[0]['msg']}")
+    except (ValueError, QaptenError) as exc:
+        fail(f"--model {spec}: {exc}")
+
+
+def swarm_for(chart: OrgChart, *, model: BaseChatModel | None, db: str, data_dir: Path) -> Swarm:
+    """The chart's swarm, or exit 2; without `--model`, the error says it can be given."""
+    from qapten.swarm import Swarm  # LangGraph loads only for commands that need it
+
+    try:
+        return Swarm(chart, model=model, db=db, workspaces=data_dir / "workspaces")
+    except QaptenError as exc:
+        fail(str(exc) if model else f"{exc} (or choose one with --model)")
+
+
+@contextmanager
+def data_dir_errors(data_dir: Path) -> Iterator[None]:
+    """Turn a failure to create or use `data_dir` into one line and exit 2."""
+    try:
+        yield
+    except OSError as exc:
+        fail(f"cannot use the data directory {data_dir}: {exc.strerror or exc}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
