@@ -1,44 +1,125 @@
-"""A small client of a running Qapten server: list the pending proposals, decide one.
+"""A small synchronous client of a running Qapten server, for scripts and the CLI.
 
-`qapten inbox` and `qapten decide` are built on it; scripts may use it too::
+`qapten inbox` and `qapten decide` are built on it; a script can drive a whole run with it::
 
     with QaptenClient("http://127.0.0.1:8000", token) as client:
-        for proposal in client.pending():
-            client.decide(proposal.id, "approve")
+        run = client.start("Launch the coaching app")
+        while not (run := client.run(run.id)).finished:
+            for proposal in client.pending(run.id, oldest_first=True):
+                client.decide(proposal.id, "approve")
+            time.sleep(0.2)  # the run advances on the server meanwhile
+        print(run.result, run.tokens)
+
+Each method is one endpoint of the HTTP API (``/api/v1``); the answers are read into the views
+below, which name every field the API sends and keep any field they do not name.
 
 Every failure is a `ClientError` with a one-line message and the exit code the CLI uses:
-2 for a mistake of the caller (bad token, unknown id, invalid decision), 1 otherwise (server
-unreachable, already decided, server error).
+2 for a mistake of the caller (bad token, unknown id, invalid decision or mission), 1 otherwise
+(server unreachable, already decided, run not retryable, server error).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 API_PREFIX = "/api/v1"
 PAGE_SIZE = 500
 USER_MISTAKE, FAILURE = 2, 1
+FINISHED = frozenset({"done", "failed", "cancelled"})
+"""The statuses a run does not leave, unless a failed one is retried."""
+
+# These views are the API's schemas (`qapten.api.schemas`) read from the client's side, not
+# imports of them: importing `qapten.api` loads FastAPI and the server, which a client does not
+# need; and a view keeps the fields it does not name (extra="allow"), so a newer server does not
+# break an older client. tests/test_client.py checks that they name every field the API sends.
 
 
-class ProposalView(BaseModel):
-    """A proposal as the server returns it; fields this client does not name are kept."""
-
+class _View(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class ProposalView(_View):
+    """A proposal as the server returns it (`ProposalPublic`)."""
 
     id: str
     run_id: str
+    # Required: what `qapten inbox` and `decide` show, as before this view named every field.
+    # The rest have defaults, so that an answer with only those (a fake server's) still reads.
+    task_id: str = ""
     role: str
     kind: str
+    """plan, action, deliverable, question or budget."""
+    act: str = ""
+    """What the agent wants to do: ``delegate``, ``deliver``, ``ask_human`` or a tool's name."""
     title: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    """The act's arguments, as proposed."""
+    payload_hash: str = ""
     status: str
+    """pending, approved, edited, rejected, revision_requested, answered, expired, cancelled."""
     created_at: datetime
+    decided_at: datetime | None = None
     decided_by: str | None = None
+    feedback: str | None = None
+    decided_payload: dict[str, Any] | None = None
+    """The payload a human's edit put in place of `payload`."""
+
+
+class RunView(_View):
+    """A run as the server returns it (`RunPublic`)."""
+
+    id: str
+    org: str
+    mission: str
+    status: str
+    """running, waiting (for a human), done, failed or cancelled."""
+    result: str | None = None
+    """The root task's deliverable, once done."""
+    error: str | None = None
+    """Why it failed or who cancelled it."""
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        """Done, failed or cancelled: it will not move unless someone retries it."""
+        return self.status in FINISHED
+
+
+class TaskView(_View):
+    """One task of a run's task tree (`TaskPublic`)."""
+
+    id: str
+    parent: str | None
+    role: str
+    brief: str
+    status: str
+    steps: int
+    revisions: int
+    children: list[str]
+    proposal: str | None
+    result: str | None
+    error: str | None
+
+
+class RunDetailView(RunView):
+    """A run with what `GET /runs/{id}` adds (`RunDetail`)."""
+
+    tasks: list[TaskView]
+    """The task tree, in creation order (the root first)."""
+    tokens: dict[str, int]
+    """Tokens spent by each role in this run."""
+    proposals: list[ProposalView]
+    """Every proposal of the run, oldest first."""
+
+
+V = TypeVar("V", bound=BaseModel)
 
 
 class ClientError(Exception):
@@ -100,18 +181,53 @@ class QaptenClient:
     def close(self) -> None:
         self._http.close()
 
-    def pending(self) -> list[ProposalView]:
-        """Every proposal waiting for a human, newest first (all pages)."""
-        found: list[ProposalView] = []
-        params: dict[str, str | int] = {"status": "pending", "limit": PAGE_SIZE}
-        while True:
-            page = self._request("GET", "/proposals", params=params)
-            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
-                raise ClientError(f"{self.url} does not look like a Qapten server")
-            found += [self._proposal(item) for item in page["items"]]
-            if not page.get("next_cursor"):
-                return found
-            params["cursor"] = page["next_cursor"]
+    # -- runs -------------------------------------------------------------------------------------
+
+    def start(self, mission: str) -> RunView:
+        """Start a run on `mission`; it advances on the server while this returns at once."""
+        return self._view(RunView, self._request("POST", "/runs", json={"mission": mission}))
+
+    def run(self, run_id: str) -> RunDetailView:
+        """The run now: its status and result, task tree, proposals and tokens per role."""
+        return self._view(RunDetailView, self._request("GET", _path("/runs", run_id)))
+
+    def runs(self, status: str | None = None) -> list[RunView]:
+        """Every run (or those with `status`), newest first, as the API lists them (all pages)."""
+        return self._all_pages(RunView, "/runs", {} if status is None else {"status": status})
+
+    def cancel(self, run_id: str) -> RunView:
+        """Cancel a run: its pending proposals are cancelled and no further step starts.
+
+        A finished run is returned as it is.
+        """
+        return self._view(RunView, self._request("POST", _path("/runs", run_id, "cancel")))
+
+    def retry(self, run_id: str) -> RunView:
+        """Take a failed run up again where it stopped; returns it ``running``.
+
+        A run that is not failed raises `ClientError` (409, exit code 1).
+        """
+        return self._view(RunView, self._request("POST", _path("/runs", run_id, "retry")))
+
+    # -- proposals --------------------------------------------------------------------------------
+
+    def pending(
+        self, run_id: str | None = None, *, oldest_first: bool = False
+    ) -> list[ProposalView]:
+        """Every proposal waiting for a human (of the run `run_id`, or of all runs; all pages).
+
+        Newest first, as the API and ``qapten inbox`` list them; with `oldest_first`, in the
+        order they were made, as `Swarm.pending` returns them (the order to work through them).
+        """
+        params = (
+            {"status": "pending"} if run_id is None else {"status": "pending", "run_id": run_id}
+        )
+        found = self._all_pages(ProposalView, "/proposals", params)
+        # The API orders by (created_at, id), newest first: the reverse is exactly oldest first.
+        return found[::-1] if oldest_first else found
+
+    def proposal(self, proposal_id: str) -> ProposalView:
+        return self._view(ProposalView, self._request("GET", _path("/proposals", proposal_id)))
 
     def decide(
         self,
@@ -127,14 +243,29 @@ class QaptenClient:
             body["feedback"] = feedback
         if payload is not None:
             body["payload"] = payload
-        path = f"/proposals/{quote(proposal_id, safe='')}/decision"
-        return self._proposal(self._request("POST", path, json=body))
+        path = _path("/proposals", proposal_id, "decision")
+        return self._view(ProposalView, self._request("POST", path, json=body))
 
-    def _proposal(self, data: Any) -> ProposalView:
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def _all_pages(self, view: type[V], path: str, params: dict[str, str]) -> list[V]:
+        found: list[V] = []
+        query: dict[str, str | int] = {**params, "limit": PAGE_SIZE}
+        while True:
+            page = self._request("GET", path, params=query)
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise ClientError(f"{self.url} does not look like a Qapten server")
+            found += [self._view(view, item) for item in page["items"]]
+            if not page.get("next_cursor"):
+                return found
+            query["cursor"] = page["next_cursor"]
+
+    def _view(self, view: type[V], data: Any) -> V:
         try:
-            return ProposalView.model_validate(data)
+            return view.model_validate(data)
         except ValidationError:
-            msg = f"{self.url} answered with something that is not a proposal"
+            what = view.__name__.removesuffix("View").removesuffix("Detail").lower()
+            msg = f"{self.url} answered with something that is not a {what}"
             raise ClientError(msg) from None
 
     def _request(self, method: str, path: str, **options: Any) -> Any:
@@ -173,11 +304,18 @@ class QaptenClient:
             case 401:
                 msg = f"the server refused the token ({message}): check QAPTEN_TOKEN"
                 return ClientError(msg, exit_code=USER_MISTAKE)
-            case 409:
+            case 409 if body["code"] == "already_decided":
                 details = body.get("details") or {}
                 return AlreadyDecided(
                     str(details.get("status", "decided")), details.get("decided_by")
                 )
-            case 403 | 404 | 422:
+            case 409:  # e.g. not_retryable: the run is not in a state for that
+                return ClientError(message)
+            case 400 | 403 | 404 | 422:
                 return ClientError(message, exit_code=USER_MISTAKE)
         return ClientError(f"server error (HTTP {status}): {message}")
+
+
+def _path(collection: str, item_id: str, *action: str) -> str:
+    """``/runs/ID[/action]`` with the id escaped: an id never reaches another route."""
+    return "/".join((collection, quote(item_id, safe=""), *action))
