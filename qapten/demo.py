@@ -112,9 +112,11 @@ async def _run_interactive(options: DemoOptions, console: Console) -> Run:
     import uvicorn
 
     from qapten.api import create_app
+    from qapten.api.listen import listen
     from qapten.api.settings import ApiSettings
     from qapten.terminal import orchestrate
 
+    sock = listen(options.host, options.port)  # a port in use is one line, before anything runs
     token = secrets.token_urlsafe(24)  # this session's only key; gone when the demo ends
     settings = ApiSettings(admin_token=token, data_dir=options.data_dir)
     swarm = _swarm(options)
@@ -122,12 +124,11 @@ async def _run_interactive(options: DemoOptions, console: Console) -> Run:
     server = uvicorn.Server(
         uvicorn.Config(app, host=options.host, port=options.port, log_level="warning")
     )
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if serving.done():
-                serving.result()  # raises the server's error, e.g. port in use
-                msg = f"the web inbox could not listen on {options.host}:{options.port}"
+                msg = f"the web inbox did not start on {options.host}:{options.port}"
                 raise ConfigurationError(msg)
             await asyncio.sleep(0.05)
         url = f"http://{options.host}:{options.port}/#token={token}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from qapten.testing import delegate, deliver
 
+from .conftest import ROOT
 from .servers import free_port
 
 QAPTEN = str(Path(sys.executable).with_name("qapten"))
@@ -104,3 +106,28 @@ def test_demo_serves_the_inbox_and_ends_when_the_run_is_decided(tmp_path: Path) 
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("command", ["demo", "serve"])
+def test_a_port_in_use_is_one_line_and_nothing_is_written(tmp_path: Path, command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        org = [] if command == "demo" else ["agents/org.yaml"]
+        options = ["--model", f"scripted:{_script(tmp_path)}", "--port", str(port)]
+        out = subprocess.run(
+            [QAPTEN, command, *org, *options, "--data-dir", str(tmp_path / "data")],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (choose another --port)"
+    )
+    assert "Traceback" not in out.stdout
+    assert not (tmp_path / "data").exists()

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -113,6 +114,12 @@ def serve(
     except ArgumentError:
         fail(f"--db {db!r} is not a database URL: use sqlite:///FILE")
     swarm = swarm_for(chart, model=model_given, db=db, data_dir=data_dir)
+    from qapten.api.listen import listen
+
+    try:
+        sock = listen(host, port)
+    except QaptenError as exc:
+        fail(str(exc))
     # Every mistake above is reported before anything is written.
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
     notes = []
@@ -137,16 +144,16 @@ def serve(
     typer.echo(f"Qapten serving {chart.name} ({len(chart.roles)} roles) on {url}")
     for note in notes:
         typer.echo(note)
-    asyncio.run(_serve(server, swarm))
+    asyncio.run(_serve(server, swarm, sock))
 
 
-async def _serve(server: uvicorn.Server, swarm: Swarm) -> None:
+async def _serve(server: uvicorn.Server, swarm: Swarm, sock: socket.socket) -> None:
     # Open before listening, so that a bad database URL or MCP server is one line, not a trace.
     try:
         await swarm.open()
     except QaptenError as exc:
         fail(str(exc))
-    await server.serve()
+    await server.serve(sockets=[sock])
 
 
 class Scope(StrEnum):
