@@ -60,7 +60,9 @@ def serve(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start the e2e app with a per-role script, optionally on another org chart."""
     with ExitStack() as stack:
 
-        def start(script: dict[str, Any], org: Path | None = None) -> Server:
+        def start(
+            script: dict[str, Any], org: Path | None = None, env: dict[str, str] | None = None
+        ) -> Server:
             script_file = tmp_path / "script.json"
             script_file.write_text(json.dumps(script), encoding="utf-8")
             effects = tmp_path / "effects.txt"
@@ -70,6 +72,7 @@ def serve(tmp_path: Path) -> Iterator[ServerFactory]:
                 "QAPTEN_TEST_EFFECTS": str(effects),
                 "QAPTEN_ADMIN_TOKEN": ADMIN_TOKEN,
                 **({"QAPTEN_TEST_ORG": str(org)} if org else {}),
+                **(env or {}),
             }
             log = tmp_path / "server.log"
             url = stack.enter_context(uvicorn_server("tests.e2e.server:make_app", env, log=log))
