@@ -57,6 +57,9 @@ async def dispatch(
     tasks = state["tasks"]
     if TaskStatus(tasks[state["root"]]["status"]).finished:
         return Command(goto=END)
+    # A cancel lands between supersteps: no step may start after it, even in a run in flight.
+    if (await ctx.store.get_run(run_id)).status == "cancelled":
+        return Command(goto=END)
     patches: dict[str, dict[str, Any]] = {}
 
     # Decisions live in the store (the compare-and-set happens there); pick up the new ones.

@@ -1,5 +1,5 @@
 """The HTTP control plane: `create_app(swarm)` for a whole server, `router(swarm)` to mount the
-JSON API inside another FastAPI app."""
+JSON API inside another FastAPI app, `add_limits(app, settings)` to guard the app that serves it."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from qapten.api.auth import TokenBook
 from qapten.api.deps import ApiContext
+from qapten.api.limits import add_limits
 from qapten.api.routes import events, metrics, org, proposals, runs
 from qapten.api.settings import ApiSettings
 from qapten.swarm import Swarm
 
 API_PREFIX = "/api/v1"
 
-__all__ = ["API_PREFIX", "ApiSettings", "create_app", "lifespan", "router"]
+__all__ = ["API_PREFIX", "ApiSettings", "add_limits", "create_app", "lifespan", "router"]
 
 
 @asynccontextmanager
@@ -34,7 +35,11 @@ async def lifespan(swarm: Swarm) -> AsyncIterator[None]:
 
 
 def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
-    """The JSON API over `swarm`, to include in any FastAPI app (open the swarm in its lifespan)."""
+    """The JSON API over `swarm`, to include in any FastAPI app (open the swarm in its lifespan).
+
+    The router brings no body size, rate or CORS limits: those are middlewares of the whole app,
+    which the host owns. ``add_limits(app, settings, api_prefix=...)`` installs Qapten's.
+    """
     settings = settings or ApiSettings.load()
     context = ApiContext(swarm=swarm, settings=settings, tokens=TokenBook(settings.all_tokens()))
 
@@ -49,8 +54,13 @@ def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
 
 def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
     """A FastAPI app serving the API under /api/v1 and the web inbox at /; it opens and closes
-    `swarm` with itself."""
+    `swarm` with itself.
 
+    It is guarded by `add_limits`: bodies over ``settings.max_body_bytes`` get 413, callers over
+    ``settings.rate_limit`` get 429 with ``Retry-After``, and CORS is off unless
+    ``settings.cors_origins`` names some origins.
+    """
+    settings = settings or ApiSettings.load()
     app = FastAPI(
         title=f"Qapten — {swarm.chart.name}",
         summary="Approve, reject, edit or answer what the agents propose.",
@@ -62,4 +72,5 @@ def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
     from qapten.web import web_router
 
     app.include_router(web_router(api_prefix=API_PREFIX))
+    add_limits(app, settings, api_prefix=API_PREFIX)
     return app

@@ -8,18 +8,26 @@ directly (for scripts and containers)::
       - {name: alice, sha256: 9f86d0…, scope: admin}
       - {name: bob, sha256: 2c26b4…, scope: approver, roles: [marketcom]}
       - {name: dashboard, sha256: fcde2b…, scope: viewer}
+    max_body_bytes: 1048576          # larger request bodies get 413
+    rate_limit: 600/minute           # per token (per address without one); off to disable: 429
+    cors_origins: [https://ops.example.com]   # none by default: no cross-origin browser access
+
+In the environment: ``QAPTEN_RATE_LIMIT=600/minute``,
+``QAPTEN_CORS_ORIGINS=https://a.example,https://b.example``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from qapten.api.rates import Rate
 from qapten.errors import ConfigurationError
 
 Scope = Literal["admin", "approver", "viewer"]
@@ -55,6 +63,55 @@ class ApiSettings(BaseSettings):
     page_size: int = Field(50, ge=1, le=500)
     event_poll_seconds: float = Field(0.2, gt=0)
     """How often a live event stream looks for new events."""
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    """Request bodies larger than this are refused with 413, before the app reads them."""
+    rate_limit: str | None = "600/minute"
+    """Requests per caller, ``N/second|minute|hour`` in bursts of up to N; None or ``off``: no
+    limit. A caller is a token's name, or the client address for requests without a known token;
+    ``/healthz`` and ``/metrics`` are not counted."""
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Origins (``https://host[:port]``) whose pages may call the API from a browser; none by
+    default, and then no response carries CORS headers."""
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _check_rate(cls, value: object) -> object:
+        # YAML reads a bare `off` as False.
+        if value is None or value is False or (isinstance(value, str) and value.lower() == "off"):
+            return None
+        return str(Rate.parse(str(value)))
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):  # the environment: comma-separated
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        origins = tuple(origin.strip().rstrip("/").lower() for origin in origins)
+        for origin in origins:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or parts.username
+            ):
+                msg = (
+                    f"cors_origins: {origin!r} is not an origin; write scheme://host[:port], "
+                    "like https://ops.example.com, with no path (and no '*': list each origin)"
+                )
+                raise ValueError(msg)
+        return tuple(dict.fromkeys(origins))
+
+    def rate(self) -> Rate | None:
+        """`rate_limit`, parsed."""
+        return None if self.rate_limit is None else Rate.parse(self.rate_limit)
 
     @classmethod
     def settings_customise_sources(

@@ -92,6 +92,7 @@ async def test_a_decision_racing_a_cancel_never_runs_after_the_cancel(
     org = write_org(tmp_path / "org", cto_uses_effects)
     for attempt in range(5):  # the race goes either way; both outcomes must be clean
         server = serve(_deploy_script(), org=org, env={"QAPTEN_TEST_ATTEMPT": str(attempt)})
+        server.effects.unlink(missing_ok=True)  # each round starts with no effect applied
         async with httpx.AsyncClient(headers=HEADERS, timeout=30) as client:
             run_id, action = await _pending_action(client, server.api, server)
             decided, cancelled = await asyncio.gather(
