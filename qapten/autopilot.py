@@ -39,6 +39,8 @@ class Autopilot:
 
     def decision_for(self, chart: OrgChart, proposal: Proposal) -> Decision | None:
         """The decision to take on `proposal`, or ``None`` when a human must take it."""
+        if proposal.quorum is not None:  # named approvers only: never the autopilot
+            return None
         if proposal.kind is ActKind.QUESTION:
             return None if self.answer is None else Answer(text=self.answer)
         if proposal.kind is ActKind.BUDGET:  # spending more is a human's call

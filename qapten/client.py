@@ -69,6 +69,14 @@ class ProposalView(_View):
     feedback: str | None = None
     decided_payload: dict[str, Any] | None = None
     """The payload a human's edit put in place of `payload`."""
+    expires_at: datetime | None = None
+    """When it expires (or escalates) if nobody decides it; None: it waits."""
+    escalated_to: str | None = None
+    """Past a deadline: the role whose deciders now decide it, or ``@admins``."""
+    quorum: dict[str, Any] | None = None
+    """For an act that needs M of N named approvers: ``{"required", "approvers"}``."""
+    approvals: list[dict[str, Any]] = Field(default_factory=list)
+    """The approvals so far, ``{"by", "at"}``, each approver once."""
 
 
 class RunView(_View):

@@ -98,9 +98,14 @@ class RunDriver:
         try:
             config = run_config(run_id)
             snapshot = await graph.aget_state(config)
-            if snapshot.next:
-                # The last process stopped inside a superstep: finish that work first.
+            if snapshot.tasks:
+                # The last process stopped inside a superstep: finish that work first. Test
+                # `tasks`, not `next`: a task whose writes were saved before the crash is left
+                # out of `next` (its writes already show in `values`) although the superstep
+                # was never checkpointed, and new input would throw those writes away; for the
+                # first superstep, they are the whole board.
                 await graph.ainvoke(None, config, context=context)
+                snapshot = await graph.aget_state(config)  # the board exists now: never redo it
             if not snapshot.values:
                 run = await store.get_run(run_id)
                 board = Board(
@@ -157,8 +162,9 @@ class RunDriver:
         if any(p.status is not ProposalStatus.PENDING for p in proposals):
             return True
         if proposals:
-            await store.set_run_status(run_id, "waiting")
-            return False
+            # A compare-and-set: a decision that landed since the read above keeps the run
+            # running (a crash now must not leave it asleep), and it goes round again.
+            return not await store.park_run(run_id, waiting)
         stuck = {t["id"]: t["status"] for t in board["tasks"].values()}
         await store.set_run_status(run_id, "failed", error=f"no task can move: {stuck}")
         return False

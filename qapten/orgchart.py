@@ -30,9 +30,19 @@ from pydantic import (
 from qapten.errors import ChartProblem, ConfigurationError, OrgChartError
 from qapten.mcp import McpServer, ServerName, server_of, unknown_server
 from qapten.models import ModelField, ModelRef
-from qapten.policy import Autonomy
+from qapten.policy import Autonomy, Deadline, Quorum, check_rules
 from qapten.tools import BUILTIN_TOOL_NAMES, resolve_tool_ref
-from qapten.yaml_source import Issue, KeyPath, describe, issue_of, located_error, parse_yaml
+from qapten.yaml_source import (
+    Issue,
+    KeyPath,
+    describe,
+    issue_of,
+    located_error,
+    parse_yaml,
+    printable,
+    read_yaml_file,
+    shown_name,
+)
 
 ROLE_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -62,7 +72,7 @@ def _check_tool(name: str, info: ValidationInfo) -> str:
     if server_of(name, loading.mcp_servers):
         return name  # whether the server offers it is known once it runs (Swarm opening)
     known = ", ".join(sorted({*BUILTIN_TOOL_NAMES, *loading.extra_tools}))
-    msg = f"unknown tool {name!r}; known tools: {known} (or 'package.module:function', "
+    msg = f"unknown tool {shown_name(name)}; known tools: {known} (or 'package.module:function', "
     msg += "or SERVER.TOOL for a server under mcp_servers)"
     raise located_error(unknown_server(name, loading.mcp_servers) or msg)
 
@@ -70,7 +80,7 @@ def _check_tool(name: str, info: ValidationInfo) -> str:
 def _check_role_name(name: str) -> str:
     if not re.fullmatch(ROLE_NAME_PATTERN, name):
         msg = (
-            f"bad role name {name!r}: use lowercase letters, digits and '_', "
+            f"bad role name {shown_name(name)}: use lowercase letters, digits and '_', "
             "starting with a letter (like 'cto' or 'support_lead')"
         )
         raise located_error(msg)
@@ -116,6 +126,10 @@ class Role(BaseModel):
     """The chat model of this role, when it differs from the chart's."""
     autonomy: Autonomy = Field(default_factory=Autonomy)
     """Who decides the role's plans, actions and deliverables: auto, approve or human."""
+    deadlines: dict[str, Deadline] = Field(default_factory=dict)
+    """How long its proposals wait for a human, by kind of act, tool name or `default`."""
+    quorum: dict[str, Quorum] = Field(default_factory=dict)
+    """Acts that need M of N named approvers, by kind of act or tool name."""
     max_revisions: int = Field(3, ge=0, strict=True)
     """How many times a human may send one of the role's proposals back for revision."""
     max_steps: int = Field(20, ge=1, strict=True)
@@ -138,16 +152,27 @@ class Role(BaseModel):
         loading = info.context
         if not isinstance(loading, _Loading):
             return prompt
+        shown = shown_name(str(prompt))
         if prompt.is_absolute() or ".." in prompt.parts:
             msg = (
-                f"prompt {str(prompt)!r} is outside the chart's folder: "
+                f"prompt {shown} is outside the chart's folder: "
                 "give a path relative to the chart, without '..'"
             )
             raise located_error(msg)
         path = loading.base_dir / prompt
-        if not path.is_file():
-            msg = f"prompt file {str(prompt)!r} not found (looked for {loading.shown_dir / prompt})"
-            raise located_error(msg)
+        try:
+            # A symlink (the file, or a folder on the way) may still lead out of the folder.
+            target = path.resolve()
+            found = path.is_file()
+        except (OSError, RuntimeError, ValueError) as exc:  # too long, a link loop, a NUL
+            reason = getattr(exc, "strerror", None) or exc
+            raise located_error(f"prompt file {shown} cannot be read: {reason}") from exc
+        if not target.is_relative_to(loading.base_dir):
+            msg = f"prompt {shown} is a link to {printable(str(target))}, outside the chart's "
+            raise located_error(msg + "folder: copy the file into the folder")
+        if not found:
+            looked = printable(str(loading.shown_dir / prompt))
+            raise located_error(f"prompt file {shown} not found (looked for {looked})")
         return path
 
     @model_validator(mode="after")
@@ -161,6 +186,7 @@ class Role(BaseModel):
                     listed = ", ".join(self.tools) or "none"
                     msg = f"{tool!r} is not one of the tools of role {self.name!r}: {listed}"
                     raise located_error(msg, at=("autonomy", "action", tool), at_key=True)
+        check_rules(self.name, self.tools, self.autonomy, self.deadlines, self.quorum)
         return self
 
 
@@ -261,13 +287,7 @@ class OrgChart(BaseModel):
     def from_file(cls, path: str | Path, *, extra_tools: Collection[str] = ()) -> OrgChart:
         """Load and validate the chart in `path` (`OSError` if it cannot be read)."""
         path = Path(path)
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            problem = ChartProblem(str(path), line, 1, f"not UTF-8 text: {exc.reason}")
-            raise OrgChartError([problem]) from exc
+        text = read_yaml_file(path)  # bounded: a folder, a huge file, non-UTF-8 are refused
         chart = cls.from_text(text, source=path, extra_tools=extra_tools)
         chart._source = path.resolve()
         return chart
@@ -329,7 +349,9 @@ class OrgChart(BaseModel):
             chart = cls.model_validate(data, context=loading)
         except ValidationError as exc:
             issues += [issue_of(error, data, _keys_at) for error in exc.errors()]
-        found = [*problems, *map(place, issues)]
+        # A value YAML could not read is None in the data: its validation error would repeat it.
+        taken = {(problem.line, problem.column) for problem in problems}
+        found = [*problems, *(p for p in map(place, issues) if (p.line, p.column) not in taken)]
         if found:
             raise OrgChartError(sorted(found, key=lambda problem: (problem.line, problem.column)))
         return chart
@@ -356,8 +378,9 @@ def _reporting_issues(roles: Mapping[str, Any]) -> list[Issue]:
         if manager == name:
             issues.append(at(name, f"{name!r} reports to itself; name its manager, or null"))
         elif manager is not None and manager not in roles:
-            known = ", ".join(roles)
-            issues.append(at(name, f"reports_to {manager!r} is not a role; roles: {known}"))
+            known = ", ".join(f"{role!a}"[1:-1] for role in roles)  # look-alikes show
+            msg = f"reports_to {shown_name(manager)} is not a role; roles: {known}"
+            issues.append(at(name, msg))
     roots = [name for name, manager in parents.items() if manager is None]
     for extra in roots[1:]:
         msg = f"{roots[0]!r} and {extra!r} both report to the human (reports_to: null)"
@@ -406,6 +429,10 @@ def _keys_at(path: KeyPath) -> tuple[str, ...]:
             return _written_keys(Role)
         case ("roles", _, "autonomy"):
             return _written_keys(Autonomy)
+        case ("roles", _, "deadlines", _):
+            return _written_keys(Deadline)
+        case ("roles", _, "quorum", _):
+            return _written_keys(Quorum)
         case ("mcp_servers", _):
             return _written_keys(McpServer)
         case _:

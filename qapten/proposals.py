@@ -7,6 +7,11 @@ One status machine serves every kind of proposal::
             ──answer───▶ answered        (expired and cancelled come from the engine)
 
 A decision is a tagged union, never a bare boolean, so that what the human meant is kept.
+
+A proposal may carry a deadline (`expires_at`: at it, the proposal expires or escalates, see
+`qapten.deadlines`) and a quorum: an act that needs M of N named approvers stays pending while
+approvals gather, each approver counted once; the M-th approves it, and one reject or revise
+by a named approver ends it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from qapten.errors import InvalidDecision
-from qapten.policy import ActKind
+from qapten.policy import ActKind, Quorum
 
 
 class ProposalStatus(StrEnum):
@@ -83,6 +88,10 @@ _decision_adapter: TypeAdapter[Approve | Reject | Revise | Edit | Answer] = Type
 
 AUTO_DECIDER = "policy:auto"
 """`decided_by` of acts the autonomy policy let through without a human."""
+DEADLINE_DECIDER = "policy:deadline"
+"""`decided_by` of proposals that expired: nobody decided them in time."""
+ADMINS = "@admins"
+"""`escalated_to` of a proposal that only admins may decide (never a role name: no '@')."""
 
 DECISION_STATUS: dict[str, ProposalStatus] = {
     "approve": ProposalStatus.APPROVED,
@@ -125,10 +134,47 @@ def parse_decision(
         raise InvalidDecision(msg) from exc
 
 
+class NotAnApprover(InvalidDecision):
+    """The act needs a quorum and the decider is not one of its named approvers."""
+
+
+class AlreadyApproved(InvalidDecision):
+    """This approver approved the act already: an approver counts once."""
+
+
+def check_quorum(proposal: Proposal, decision: str, by: str) -> None:
+    """Refuse a decision on an act with a quorum that only a named approver may take, and
+    edits: the others approved (or will approve) the payload as proposed, not someone's edit."""
+    quorum = proposal.quorum
+    if quorum is None:
+        return
+    if by not in quorum.approvers:
+        msg = (
+            f"{by} is not an approver of proposal {proposal.id}: it needs {quorum.required} of "
+            f"{', '.join(quorum.approvers)}"
+        )
+        raise NotAnApprover(msg)
+    if decision == "edit":
+        msg = (
+            f"proposal {proposal.id} needs {quorum.required} approvals, so it cannot be edited: "
+            "approve it, reject it, or ask for a revision with your changes"
+        )
+        raise InvalidDecision(msg)
+
+
 def payload_hash(payload: Any) -> str:
     """SHA-256 of the canonical JSON of `payload`: the engine executes only what was approved."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Approval(BaseModel):
+    """One named approver's approval of an act that needs a quorum."""
+
+    model_config = ConfigDict(frozen=True)
+
+    by: str
+    at: datetime
 
 
 class Proposal(BaseModel):
@@ -154,3 +200,14 @@ class Proposal(BaseModel):
     decided_payload: dict[str, Any] | None = None
     """The payload to execute: the proposal's own, or the human's edit."""
     approved_hash: str | None = None
+    expires_at: datetime | None = None
+    """When it expires or escalates if nobody decides it (the chart's `deadlines`)."""
+    remind_at: datetime | None = None
+    """When the next reminder is due; cleared once it is sent."""
+    escalated_to: str | None = None
+    """Past a deadline with ``on_expiry: escalate``: the role whose deciders now decide it, or
+    `ADMINS`. None: the deciders of its own role."""
+    quorum: Quorum | None = None
+    """For an act that needs M of N named approvers (the chart's `quorum`)."""
+    approvals: tuple[Approval, ...] = ()
+    """The approvals recorded so far, in order; each approver once."""

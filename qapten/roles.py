@@ -4,7 +4,7 @@
   policy says so). The proposal is keyed by (task, step), so a replay after a crash finds it and
   never calls the model again (DESIGN §4, trap 1).
 * **act** carries out whatever was decided: executes the approved (or edited) payload, or hands
-  the rejection, revision request or answer back to the role for its next think.
+  the rejection, revision request, answer or expiry back to the role for its next think.
 
 Waiting for a human is not a step at all: the task parks as ``waiting`` and `dispatch` picks it
 up once the store shows a decision.
@@ -159,6 +159,12 @@ async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[T
             f"The human asked you to revise your proposal ({proposal.title}): {proposal.feedback}"
         )
         return {"status": thinking, "notes": notes, "revisions": revisions}, []
+    if status is ProposalStatus.EXPIRED:  # silence is not consent: the act is dropped
+        notes.append(
+            f"Your proposal ({proposal.title}) expired: {proposal.feedback}. It was not "
+            "carried out; choose another way."
+        )
+        return {"status": thinking, "notes": notes}, []
     if not status.executes:
         why = f": {proposal.feedback}" if proposal.feedback else ""
         notes.append(

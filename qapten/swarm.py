@@ -13,6 +13,8 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -30,6 +32,7 @@ from qapten.acts import (
 from qapten.board import Board, Task
 from qapten.budget import BUDGET_ACT, edited_budget
 from qapten.context import SwarmContext, new_id
+from qapten.deadlines import Sweeper, apply_deadlines, terms_for
 from qapten.driver import RunDriver, run_config
 from qapten.errors import InvalidDecision, RunFailed, RunNotRetryable
 from qapten.graph import DISPATCH, build_graph
@@ -47,6 +50,7 @@ from qapten.proposals import (
     ProposalStatus,
     Reject,
     Revise,
+    check_quorum,
     parse_decision,
     payload_hash,
 )
@@ -64,7 +68,9 @@ class Swarm:
     """A company of role agents that proposes while a human decides.
 
     Build one with `Swarm.from_yaml` (or `Swarm(chart, ...)`); the database opens on first use.
-    Close it with `await swarm.close()` or use ``async with swarm:``.
+    Close it with `await swarm.close()` or use ``async with swarm:``. `clock` (returning aware
+    UTC datetimes) replaces the real one for every time recorded and every deadline, in tests;
+    `sweep_interval` is how often deadlines are applied in the background (None: never).
     """
 
     def __init__(
@@ -78,6 +84,8 @@ class Swarm:
         lease_ttl: float = 15.0,
         max_output_retries: int = 2,
         callbacks: Sequence[BaseCallbackHandler] = (),
+        clock: Callable[[], datetime] | None = None,
+        sweep_interval: float | None = 5.0,
     ) -> None:
         self.chart = chart
         self.db = db
@@ -107,6 +115,13 @@ class Swarm:
         self._graph: CompiledStateGraph[Board, SwarmContext, Board, Board] | None = None
         self._context: SwarmContext | None = None
         self._driver = RunDriver(chart, owner=self._owner, lease_ttl=lease_ttl, ready=self._ready)
+        self._clock = clock
+        # Deadlines are applied before each decision and, in the background, every
+        # `sweep_interval` seconds (None: only when `expire_due` is called).
+        deadlines = any(role.deadlines for role in chart.roles.values())
+        self._sweeper = (
+            Sweeper(self.expire_due, sweep_interval) if deadlines and sweep_interval else None
+        )
 
     @classmethod
     def from_yaml(
@@ -163,6 +178,9 @@ class Swarm:
                     raise
                 self._storage = storage
                 self._store = store = storage.store
+                if self._clock is not None:
+                    store.clock = self._clock
+                store.terms = partial(terms_for, self.chart)
                 self._context = SwarmContext(
                     chart=self.chart,
                     store=store,
@@ -172,6 +190,8 @@ class Swarm:
                     max_output_retries=self._max_output_retries,
                 )
                 self._graph = self._graph_builder.compile(checkpointer=storage.checkpointer)
+                if self._sweeper is not None:
+                    self._sweeper.start()
         assert self._store is not None and self._context is not None
         return self._store, self._graph, self._context
 
@@ -182,6 +202,8 @@ class Swarm:
     async def close(self) -> None:
         """Let in-flight steps finish, then close the database connections, and the HTTP
         connections of the models built from the chart (build a new swarm to use them again)."""
+        if self._sweeper is not None:
+            await self._sweeper.stop()
         await self.idle()
         if self._storage is not None:
             await self._storage.close()
@@ -248,16 +270,26 @@ class Swarm:
     ) -> Proposal:
         """Record a decision (compare-and-set) and let the run advance in the background.
 
-        Raises `ProposalAlreadyDecided` if someone decided first (nothing changes), and
-        `InvalidDecision` if the decision does not fit the proposal.
+        Raises `ProposalAlreadyDecided` if someone decided first, or its deadline passed
+        (nothing changes), and `InvalidDecision` if the decision does not fit the proposal.
+        An act with a quorum takes decisions from its named approvers only (`NotAnApprover`);
+        an approval is recorded and the proposal stays pending until the quorum is reached,
+        each approver counted once (`AlreadyApproved`); edits are refused.
         """
         store, _, _ = await self._ready()
+        await self.expire_due()  # a deadline that passed wins over a decision that comes after
         proposal = await store.get_proposal(proposal_id)
         chosen = parse_decision(decision)
         if chosen.decision not in ALLOWED_DECISIONS[proposal.kind]:
             allowed = ", ".join(sorted(ALLOWED_DECISIONS[proposal.kind]))
             msg = f"a {proposal.kind.value} proposal takes {allowed}; not {chosen.decision!r}"
             raise InvalidDecision(msg)
+        check_quorum(proposal, chosen.decision, by)
+        if proposal.quorum is not None and isinstance(chosen, Approve):
+            approved = await store.approve(proposal_id, by=by)
+            if approved.status is not ProposalStatus.PENDING:
+                self._driver.kick(approved.run_id)
+            return approved
         fields: dict[str, Any] = {}
         match chosen:
             case Approve():
@@ -286,13 +318,21 @@ class Swarm:
         except InvalidChoice as exc:
             raise InvalidDecision(str(exc)) from exc
 
+    async def expire_due(self) -> None:
+        """Apply the deadlines that have passed: reminders, expiry, escalation (see
+        `qapten.deadlines`). The swarm does it by itself; call it after moving a test clock."""
+        store, _, _ = await self._ready()
+        for run_id in await apply_deadlines(store, self.chart):
+            self._driver.kick(run_id)
+
     async def cancel(self, run_id: str, *, by: str = "human") -> Run:
         """Stop a run: its pending proposals are cancelled and no further step starts."""
         store, _, _ = await self._ready()
         run = await store.get_run(run_id)
         if run.status not in FINISHED_RUN:
-            await store.cancel_pending(run_id, by=by)
+            # The run first, so that a proposal made meanwhile is born cancelled (create_proposal).
             await store.set_run_status(run_id, "cancelled", error=f"cancelled by {by}")
+            await store.cancel_pending(run_id, by=by)
         return await store.get_run(run_id)
 
     async def retry(self, run_id: str, *, by: str = "human") -> Run:

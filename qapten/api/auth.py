@@ -1,4 +1,10 @@
-"""Who is calling, and what they may do. The decider's identity comes only from the token."""
+"""Who is calling, and what they may do. The decider's identity comes only from the token.
+
+Who may decide a proposal: admins, and approvers for its role (all approvers, or those whose
+token lists the role). Once a deadline escalated it (``escalated_to``), the role is the one it
+went up to; escalated to the admins, only admins. An act with a quorum is decided only by its
+named approvers, by token name, on top of that.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from qapten.api.settings import Scope, TokenSpec, token_digest
+from qapten.proposals import ADMINS, Proposal
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,20 @@ class Principal:
         if self.scope == "admin":
             return True
         return self.scope == "approver" and (self.roles is None or role in self.roles)
+
+    def refusal(self, proposal: Proposal) -> str | None:
+        """Why this caller may not decide `proposal`, or None when they may."""
+        me = f"{self.name} ({self.scope})"
+        if proposal.escalated_to == ADMINS and self.scope != "admin":
+            return f"{me} may not decide proposal {proposal.id}: it was escalated to the admins"
+        role = proposal.escalated_to or proposal.role
+        if not self.can_decide(role):
+            return f"{me} may not decide {role} proposals"
+        quorum = proposal.quorum
+        if quorum is not None and self.name not in quorum.approvers:
+            names = ", ".join(quorum.approvers)
+            return f"{me} is not an approver of proposal {proposal.id} (approvers: {names})"
+        return None
 
 
 class TokenBook:

@@ -57,6 +57,20 @@ class TaskPublic(BaseModel):
     error: str | None
 
 
+class QuorumPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    required: int
+    approvers: list[str]
+
+
+class ApprovalPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    by: str
+    at: datetime
+
+
 class ProposalPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -75,6 +89,14 @@ class ProposalPublic(BaseModel):
     decided_by: str | None
     feedback: str | None
     decided_payload: dict[str, Any] | None
+    expires_at: datetime | None = None
+    """When it expires (or escalates) if nobody decides it; null: it waits."""
+    escalated_to: str | None = None
+    """Past a deadline: the role whose deciders now decide it, or ``@admins``."""
+    quorum: QuorumPublic | None = None
+    """For an act that needs `required` approvals of the named `approvers`."""
+    approvals: list[ApprovalPublic] = []
+    """The approvals so far (acts with a quorum), each approver once."""
 
 
 class RunDetail(RunPublic):

@@ -12,15 +12,22 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import event, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, event, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from qapten.errors import ProposalAlreadyDecided, ProposalNotFound, RunNotFound
-from qapten.proposals import Proposal, ProposalStatus
+from qapten.proposals import (
+    DEADLINE_DECIDER,
+    AlreadyApproved,
+    Approval,
+    Proposal,
+    ProposalStatus,
+)
 from qapten.store import tables as t
 
 Clock = Callable[[], datetime]
+Terms = Callable[[Proposal], Proposal]
 R = TypeVar("R")
 
 
@@ -93,11 +100,17 @@ def _begin(conn: Connection) -> None:
 
 
 class Store:
-    """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`."""
+    """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`.
+
+    `clock` gives every time the store writes (tests pass a fake one). `terms`, when set, gives
+    each new pending proposal its deadline and quorum (the swarm sets it from its chart), in the
+    insert itself: no proposal is ever open without them.
+    """
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
         self.engine = engine
         self.clock = clock
+        self.terms: Terms | None = None
         self._writer = engine.execution_options(qapten_write=True)
 
     @classmethod
@@ -184,6 +197,27 @@ class Store:
         async with self._write() as conn:
             return await self._move_run(conn, run_id, status, result=result, error=error)
 
+    async def park_run(self, run_id: str, proposal_ids: Sequence[str]) -> bool:
+        """Move a running run to ``waiting`` unless one of `proposal_ids` (what it waits on)
+        was decided meanwhile; returns False then, and the run stays ``running``.
+
+        The check and the move are one transaction, serialised with `decide`'s: a decision
+        either lands first (the run keeps its work in hand) or finds the run waiting and moves
+        it back. Read, then write, could put a just-decided run to sleep, and a crash before the
+        next step would leave it asleep for good: a restart resumes only ``running`` runs.
+        """
+        c = t.proposals.c
+        async with self._write() as conn:
+            decided = await conn.execute(
+                select(func.count())
+                .select_from(t.proposals)
+                .where(c.id.in_(list(proposal_ids)), c.status != ProposalStatus.PENDING.value)
+            )
+            if decided.scalar_one():
+                return False
+            await self._move_run(conn, run_id, "waiting", only_from="running")
+        return True
+
     async def _move_run(
         self,
         conn: AsyncConnection,
@@ -194,7 +228,12 @@ class Store:
         result: str | None = None,
         error: str | None = None,
     ) -> bool:
-        query = update(t.runs).where(t.runs.c.id == run_id, t.runs.c.status != status)
+        # done and cancelled are final: a step finishing after a cancel cannot revive the run.
+        query = update(t.runs).where(
+            t.runs.c.id == run_id,
+            t.runs.c.status != status,
+            t.runs.c.status.not_in(("done", "cancelled")),
+        )
         if only_from is not None:
             query = query.where(t.runs.c.status == only_from)
         changed = await conn.execute(
@@ -288,9 +327,22 @@ class Store:
         return None if row is None else _proposal(row._mapping)
 
     async def create_proposal(self, proposal: Proposal, *, step: int, tokens: int = 0) -> Proposal:
-        values = proposal.model_dump()
         auto = proposal.status is ProposalStatus.APPROVED
+        if proposal.status is ProposalStatus.PENDING and self.terms is not None:
+            proposal = self.terms(proposal)
+        values = {**proposal.model_dump(), **proposal.model_dump(mode="json", include=_JSON)}
         async with self._write() as conn:
+            # A step that was thinking when its run was cancelled must not leave a proposal
+            # waiting in the inbox: it is recorded, as cancelled (`Swarm.cancel` marks the run
+            # first, then its pending proposals, so one of the two always catches it).
+            run_status = await conn.scalar(
+                select(t.runs.c.status).where(t.runs.c.id == proposal.run_id)
+            )
+            if run_status == "cancelled" and proposal.status is ProposalStatus.PENDING:
+                proposal = proposal.model_copy(
+                    update={"status": ProposalStatus.CANCELLED, "decided_at": self.clock()}
+                )
+                values.update(status=ProposalStatus.CANCELLED.value, decided_at=proposal.decided_at)
             await conn.execute(insert(t.proposals).values(step=step, tokens=tokens, **values))
             await self._event(
                 conn,
@@ -304,6 +356,7 @@ class Store:
                     "act": proposal.act,
                     "title": proposal.title,
                     "tokens": tokens,
+                    **_terms_shown(proposal),
                 },
             )
         return proposal
@@ -391,17 +444,20 @@ class Store:
         decided_payload: dict[str, Any] | None = None,
         approved_hash: str | None = None,
     ) -> Proposal:
-        """Compare-and-set: record the decision only if the proposal is still pending."""
+        """Compare-and-set: record the decision only if the proposal is still pending, and
+        before its deadline (a late decision loses to the deadline even before a sweep)."""
+        now = self.clock()
         async with self._write() as conn:
             result = await conn.execute(
                 update(t.proposals)
                 .where(
                     t.proposals.c.id == proposal_id,
                     t.proposals.c.status == ProposalStatus.PENDING.value,
+                    _before_deadline(now),
                 )
                 .values(
                     status=status.value,
-                    decided_at=self.clock(),
+                    decided_at=now,
                     decided_by=decided_by,
                     feedback=feedback,
                     decided_payload=decided_payload,
@@ -416,36 +472,164 @@ class Store:
                 raise ProposalNotFound(msg)
             current = _proposal(row._mapping)
             if result.rowcount == 0:
-                await self._event(
-                    conn,
-                    current.run_id,
-                    "decision.refused",
-                    {
-                        "proposal_id": proposal_id,
-                        "by": decided_by,
-                        "wanted": status.value,
-                        "reason": f"already {current.status.value}",
-                    },
-                )
+                await self._refused(conn, current, decided_by, status.value)
             else:
-                await self._event(
-                    conn,
-                    current.run_id,
-                    "proposal.decided",
-                    {
-                        "proposal_id": proposal_id,
-                        "task_id": current.task_id,
-                        "role": current.role,
-                        "status": status.value,
-                        "by": decided_by,
-                        "feedback": feedback,
-                    },
-                )
-                # The run has work again; a restart resumes exactly the runs marked running.
-                await self._move_run(conn, current.run_id, "running", only_from="waiting")
+                await self._decided(conn, current, decided_by, feedback)
         if result.rowcount == 0:
-            raise ProposalAlreadyDecided(proposal_id, current.status.value, current.decided_by)
+            raise _already_decided(current)
         return current
+
+    async def _refused(
+        self, conn: AsyncConnection, current: Proposal, by: str, wanted: str, reason: str = ""
+    ) -> None:
+        if not reason:  # still pending: only its deadline can have refused the decision
+            pending = current.status is ProposalStatus.PENDING
+            reason = "past its deadline" if pending else f"already {current.status.value}"
+        data = {"proposal_id": current.id, "by": by, "wanted": wanted, "reason": reason}
+        await self._event(conn, current.run_id, "decision.refused", data)
+
+    async def _decided(
+        self, conn: AsyncConnection, current: Proposal, by: str, feedback: str | None
+    ) -> None:
+        await self._event(
+            conn,
+            current.run_id,
+            "proposal.decided",
+            {
+                "proposal_id": current.id,
+                "task_id": current.task_id,
+                "role": current.role,
+                "status": current.status.value,
+                "by": by,
+                "feedback": feedback,
+            },
+        )
+        # The run has work again; a restart resumes exactly the runs marked running.
+        await self._move_run(conn, current.run_id, "running", only_from="waiting")
+
+    async def approve(self, proposal_id: str, *, by: str) -> Proposal:
+        """Record `by`'s approval of an act that needs a quorum; the approval that completes
+        the quorum approves it. One transaction on the locked row, so that two approvers at
+        once are both counted and one approver counts once (`AlreadyApproved` the second time).
+        """
+        now = self.clock()
+        refused: Exception | None = None
+        this = t.proposals.c.id == proposal_id
+        rows = select(t.proposals).where(this)
+        async with self._write() as conn:
+            # FOR UPDATE locks the row where the database has row locks; SQLite's write
+            # transaction (BEGIN IMMEDIATE) already serialises every writer.
+            row = (await conn.execute(rows.with_for_update())).first()
+            if row is None:
+                msg = f"no proposal with id {proposal_id!r}"
+                raise ProposalNotFound(msg)
+            current = _proposal(row._mapping)
+            quorum = current.quorum
+            assert quorum is not None, "only acts with a quorum gather approvals"
+            if current.status is not ProposalStatus.PENDING or _past_deadline(current, now):
+                refused = _already_decided(current)
+            elif by in (approval.by for approval in current.approvals):
+                count = f"{len(current.approvals)} of {quorum.required} approvals"
+                refused = AlreadyApproved(f"{by} approved proposal {proposal_id} already ({count})")
+            if refused is not None:
+                reason = "approved already" if isinstance(refused, AlreadyApproved) else ""
+                await self._refused(conn, current, by, "approved", reason)
+            else:
+                approvals = [*current.approvals, Approval(by=by, at=now)]
+                values: dict[str, Any] = {
+                    "approvals": [approval.model_dump(mode="json") for approval in approvals]
+                }
+                reached = len(approvals) >= quorum.required
+                if reached:
+                    values.update(
+                        status=ProposalStatus.APPROVED.value,
+                        decided_at=now,
+                        decided_by=", ".join(approval.by for approval in approvals),
+                        decided_payload=current.payload,
+                        approved_hash=current.payload_hash,
+                    )
+                await conn.execute(update(t.proposals).where(this).values(**values))
+                current = _proposal((await conn.execute(rows)).one()._mapping)
+                tally = {"by": by, "approvals": len(approvals), "required": quorum.required}
+                data = {**_about(current), **tally}
+                await self._event(conn, current.run_id, "approval.recorded", data)
+                if reached:
+                    await self._decided(conn, current, current.decided_by or by, None)
+        if refused is not None:
+            raise refused
+        return current
+
+    # -- deadlines (qapten/deadlines.py applies them) ---------------------------------------------
+
+    async def due_proposals(self, now: datetime, *, limit: int = 500) -> list[Proposal]:
+        """Pending proposals whose deadline, then those whose reminder, is at or before `now`."""
+        c = t.proposals.c
+        found: dict[str, Proposal] = {}
+        async with self.engine.connect() as conn:
+            # One query per time column, each a range of its (status, time) index: an OR of
+            # the two would read every pending proposal.
+            for column in (c.expires_at, c.remind_at):
+                query = (
+                    select(t.proposals)
+                    .where(c.status == ProposalStatus.PENDING.value, column <= now)
+                    .order_by(column, c.id)
+                    .limit(limit)
+                )
+                for row in await conn.execute(query):
+                    found.setdefault(row.id, _proposal(row._mapping))
+        return list(found.values())
+
+    async def remind(self, proposal: Proposal) -> bool:
+        """Record the reminder of `proposal`'s deadline once: False if it was sent already."""
+        c = t.proposals.c
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(t.proposals)
+                .where(_unchanged(proposal), c.remind_at == proposal.remind_at)
+                .values(remind_at=None)
+            )
+            if changed.rowcount:
+                data = {**_about(proposal), **_terms_shown(proposal), "to": proposal.escalated_to}
+                await self._event(conn, proposal.run_id, "proposal.reminder", data)
+        return bool(changed.rowcount)
+
+    async def expire(self, proposal: Proposal, *, reason: str) -> bool:
+        """Compare-and-set: `proposal` expires if it is still pending on the deadline seen and
+        that deadline has passed. False when a decision, or another sweeper, came first."""
+        now = self.clock()
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(t.proposals)
+                .where(_unchanged(proposal), t.proposals.c.expires_at <= now)
+                .values(
+                    status=ProposalStatus.EXPIRED.value,
+                    decided_at=now,
+                    decided_by=DEADLINE_DECIDER,
+                    feedback=reason,
+                    remind_at=None,
+                )
+            )
+            if changed.rowcount:
+                data = {**_about(proposal), "reason": reason}
+                await self._event(conn, proposal.run_id, "proposal.expired", data)
+                await self._move_run(conn, proposal.run_id, "running", only_from="waiting")
+        return bool(changed.rowcount)
+
+    async def escalate(
+        self, proposal: Proposal, *, to: str, expires_at: datetime, remind_at: datetime | None
+    ) -> bool:
+        """Compare-and-set: hand `proposal` to the deciders of `to`, with a new deadline."""
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(t.proposals)
+                .where(_unchanged(proposal))
+                .values(escalated_to=to, expires_at=expires_at, remind_at=remind_at)
+            )
+            if changed.rowcount:
+                data = {"from": proposal.escalated_to or proposal.role, "to": to}
+                data = {**_about(proposal), **data, "expires_at": expires_at.isoformat()}
+                await self._event(conn, proposal.run_id, "proposal.escalated", data)
+        return bool(changed.rowcount)
 
     async def cancel_pending(self, run_id: str, *, by: str) -> int:
         async with self._write() as conn:
@@ -549,6 +733,45 @@ async def tokens_by_role(conn: AsyncConnection, run_id: str | None = None) -> di
     if run_id is not None:
         query = query.where(c.run_id == run_id)
     return {role: int(total or 0) for role, total in await conn.execute(query)}
+
+
+_JSON = {"quorum", "approvals"}
+"""Proposal fields kept as JSON that hold datetimes or models: dumped as JSON-ready data."""
+
+
+def _before_deadline(now: datetime) -> ColumnElement[bool]:
+    c = t.proposals.c
+    return or_(c.expires_at.is_(None), c.expires_at > now)
+
+
+def _past_deadline(proposal: Proposal, now: datetime) -> bool:
+    return proposal.expires_at is not None and proposal.expires_at <= now
+
+
+def _unchanged(proposal: Proposal) -> ColumnElement[bool]:
+    """The row is still pending on the deadline `proposal` was read with: the sweeper's CAS."""
+    c = t.proposals.c
+    deadline = (
+        c.expires_at.is_(None)
+        if proposal.expires_at is None
+        else c.expires_at == proposal.expires_at
+    )
+    return (c.id == proposal.id) & (c.status == ProposalStatus.PENDING.value) & deadline
+
+
+def _already_decided(current: Proposal) -> ProposalAlreadyDecided:
+    if current.status is ProposalStatus.PENDING:  # past its deadline: it is expiring
+        return ProposalAlreadyDecided(current.id, ProposalStatus.EXPIRED.value, DEADLINE_DECIDER)
+    return ProposalAlreadyDecided(current.id, current.status.value, current.decided_by)
+
+
+def _about(proposal: Proposal) -> dict[str, Any]:
+    return {"proposal_id": proposal.id, "task_id": proposal.task_id, "role": proposal.role}
+
+
+def _terms_shown(proposal: Proposal) -> dict[str, Any]:
+    """The deadline and quorum of a proposal, for its events (when it has them)."""
+    return proposal.model_dump(mode="json", include={"expires_at", "quorum"}, exclude_none=True)
 
 
 def _record(cls: type[R], row: RowMapping) -> R:

@@ -58,10 +58,20 @@ proposals = Table(
     Column("approved_hash", String(64)),
     # Tokens the model spent to produce this proposal, its retries included.
     Column("tokens", Integer, nullable=False, default=0),
+    # Deadlines (qapten/deadlines.py): the sweeper looks for pending rows past these two.
+    Column("expires_at", DateTime(timezone=True)),
+    Column("remind_at", DateTime(timezone=True)),
+    Column("escalated_to", String(100)),
+    # M-of-N acts. The approvals ([{by, at}]) live on the row itself: recording one, and at the
+    # quorum the decision, is one update of one locked row, so an approver counts once.
+    Column("quorum", JSON(none_as_null=True)),
+    Column("approvals", JSON, nullable=False, default=list),
     # The model is asked once per (task, step): a replay after a crash finds this row instead.
     UniqueConstraint("run_id", "task_id", "step", name="uq_qapten_proposals_step"),
     Index("ix_qapten_proposals_status", "status", "created_at", "id"),
     Index("ix_qapten_proposals_run", "run_id", "created_at"),
+    Index("ix_qapten_proposals_expires", "status", "expires_at"),
+    Index("ix_qapten_proposals_remind", "status", "remind_at"),
 )
 
 events = Table(

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from qapten.api.deps import Caller, Context, Cursor, refuse
-from qapten.api.errors import QaptenRoute
+from qapten.api.errors import ApiError, QaptenRoute
 from qapten.api.schemas import DecisionCreate, Page, ProposalPublic, keyset_page
-from qapten.proposals import ProposalStatus
+from qapten.proposals import AlreadyApproved, ProposalStatus
 
 router = APIRouter(prefix="/proposals", tags=["proposals"], route_class=QaptenRoute)
 
@@ -52,20 +52,23 @@ async def decide(
 ) -> ProposalPublic:
     """Approve, reject, revise, edit or answer. Returns once recorded; the run goes on behind.
 
-    409 when someone decided first (the body says who and how); 403 when the caller may not
-    decide for the proposal's role.
+    409 when someone decided first, or its deadline passed (the body says who and how); 403
+    when the caller may not decide for the proposal's role (or, once escalated, for the role it
+    went up to), or is not a named approver of an act with a quorum. For such an act, an
+    approval short of the quorum is a 200 with the proposal still pending and its approvals;
+    approving twice is a 409 ``already_approved``.
     """
     swarm = context.swarm
+    await swarm.expire_due()  # who may decide depends on deadlines that passed (escalation)
     proposal = await swarm.proposal(proposal_id)
-    if not caller.can_decide(proposal.role):
+    refusal = caller.refusal(proposal)
+    if refusal is not None:
         raise await refuse(
-            context,
-            request,
-            403,
-            "forbidden",
-            f"{caller.name} ({caller.scope}) may not decide {proposal.role} proposals",
-            who=caller.name,
-            run_id=proposal.run_id,
+            context, request, 403, "forbidden", refusal, who=caller.name, run_id=proposal.run_id
         )
-    decided = await swarm.decide(proposal_id, body.to_decision(), by=caller.name)
+    try:
+        decided = await swarm.decide(proposal_id, body.to_decision(), by=caller.name)
+    except AlreadyApproved as exc:
+        approvals = [approval.by for approval in (await swarm.proposal(proposal_id)).approvals]
+        raise ApiError(409, "already_approved", str(exc), details={"approvals": approvals}) from exc
     return ProposalPublic.model_validate(decided)
