@@ -1,0 +1,1 @@
+"""Reliability harnesses: a real server killed with SIGKILL at chosen and random points."""
