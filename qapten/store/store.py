@@ -1,4 +1,5 @@
-"""Durable records of Qapten: runs, proposals and decisions, events, the tool journal, run leases.
+"""Durable records of Qapten: runs, proposals and decisions, deadlines, events. `Store` also has
+the run leases (leases.py) and the tool journal (journal.py), on the base in base.py.
 
 One SQLAlchemy Core engine; SQLite (WAL) by default. Every state change writes its event in the
 same transaction, so the audit log never disagrees with the records it describes.
@@ -6,15 +7,12 @@ same transaction, so the audit log never disagrees with the records it describes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, event, func, insert, or_, select, tuple_, update
-from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import ColumnElement, func, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qapten.errors import ProposalAlreadyDecided, ProposalNotFound, RunNotFound
 from qapten.proposals import (
@@ -25,126 +23,23 @@ from qapten.proposals import (
     ProposalStatus,
 )
 from qapten.store import tables as t
-
-Clock = Callable[[], datetime]
-Terms = Callable[[Proposal], Proposal]
-R = TypeVar("R")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-FINISHED_RUN = frozenset({"done", "failed", "cancelled"})
-"""The statuses a run ends in; `running` and `waiting` are the others."""
+from qapten.store.base import (
+    Event,
+    Run,
+    _proposal,
+    _record,
+)
+from qapten.store.journal import Journal
+from qapten.store.leases import Leases
 
 
-@dataclass(frozen=True)
-class Run:
-    id: str
-    org: str
-    mission: str
-    status: str
-    result: str | None
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    run_id: str | None
-    type: str
-    data: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    call_id: str
-    run_id: str
-    task_id: str
-    role: str
-    tool: str
-    args: dict[str, Any]
-    status: str
-    result: str | None
-    started_at: datetime
-    finished_at: datetime | None
-
-
-def sqlalchemy_url(db: str) -> str:
-    """Map the user's ``sqlite:///file.db`` to the async driver SQLAlchemy needs."""
-    if db.startswith("sqlite:///") or db == "sqlite://":
-        return db.replace("sqlite://", "sqlite+aiosqlite://", 1)
-    return db
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the writer; busy_timeout makes writers queue instead of failing.
-    # The driver's own transaction handling is turned off so that `_begin` below decides.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def _begin(conn: Connection) -> None:
-    # A write transaction takes the write lock at once (BEGIN IMMEDIATE): a read-then-write
-    # transaction that upgraded later could fail with "database is locked" instead of waiting.
-    immediate = conn.get_execution_options().get("qapten_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-class Store:
+class Store(Leases, Journal):
     """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`.
 
     `clock` gives every time the store writes (tests pass a fake one). `terms`, when set, gives
     each new pending proposal its deadline and quorum (the swarm sets it from its chart), in the
     insert itself: no proposal is ever open without them.
     """
-
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
-        self.engine = engine
-        self.clock = clock
-        self.terms: Terms | None = None
-        self._writer = engine.execution_options(qapten_write=True)
-
-    @classmethod
-    async def open(cls, db: str, *, clock: Clock = utcnow) -> Store:
-        url = sqlalchemy_url(db)
-        engine = create_async_engine(url)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(engine.sync_engine, "begin", _begin)
-        async with engine.begin() as conn:
-            await conn.run_sync(t.metadata.create_all)
-        return cls(engine, clock=clock)
-
-    async def close(self) -> None:
-        await self.engine.dispose()
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer.begin() as conn:
-            yield conn
-
-    async def _event(
-        self, conn: AsyncConnection, run_id: str | None, type_: str, data: Mapping[str, Any]
-    ) -> int:
-        result = await conn.execute(
-            insert(t.events).values(
-                run_id=run_id, type=type_, data=dict(data), created_at=self.clock()
-            )
-        )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
-
-    async def add_event(self, run_id: str | None, type_: str, data: Mapping[str, Any]) -> int:
-        async with self._write() as conn:
-            return await self._event(conn, run_id, type_, data)
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -257,62 +152,6 @@ class Store:
                 return False
             await self._event(conn, run_id, "run.retried", {"by": by, "tasks": list(tasks)})
         return True
-
-    # -- leases: one writer per run ---------------------------------------------------------------
-
-    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> int | None:
-        """Claim the right to advance `run_id`; returns the fencing token, or None if held."""
-        now = self.clock()
-        async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        t.runs.c.lease_owner, t.runs.c.lease_token, t.runs.c.lease_expires_at
-                    ).where(t.runs.c.id == run_id)
-                )
-            ).first()
-            if row is None:
-                msg = f"no run with id {run_id!r}"
-                raise RunNotFound(msg)
-            expires = _in_utc(row.lease_expires_at)
-            if row.lease_owner not in (None, owner) and expires is not None and expires > now:
-                return None
-            token = int(row.lease_token) + 1
-            await conn.execute(
-                update(t.runs)
-                .where(t.runs.c.id == run_id)
-                .values(
-                    lease_owner=owner,
-                    lease_token=token,
-                    lease_expires_at=now + timedelta(seconds=ttl),
-                )
-            )
-        return token
-
-    async def renew_lease(self, run_id: str, owner: str, token: int, ttl: float) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(t.runs)
-                .where(
-                    t.runs.c.id == run_id,
-                    t.runs.c.lease_owner == owner,
-                    t.runs.c.lease_token == token,
-                )
-                .values(lease_expires_at=self.clock() + timedelta(seconds=ttl))
-            )
-        return result.rowcount == 1
-
-    async def release_lease(self, run_id: str, owner: str, token: int) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                update(t.runs)
-                .where(
-                    t.runs.c.id == run_id,
-                    t.runs.c.lease_owner == owner,
-                    t.runs.c.lease_token == token,
-                )
-                .values(lease_owner=None, lease_expires_at=None)
-            )
 
     # -- proposals ------------------------------------------------------------------------------
 
@@ -656,75 +495,6 @@ class Store:
         async with self.engine.connect() as conn:
             return [_record(Event, row._mapping) for row in await conn.execute(query)]
 
-    # -- tool journal ---------------------------------------------------------------------------
-
-    async def get_tool_call(self, call_id: str) -> ToolCall | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(t.tool_calls).where(t.tool_calls.c.call_id == call_id))
-            ).first()
-        return None if row is None else _record(ToolCall, row._mapping)
-
-    async def tool_calls(self, run_id: str) -> list[ToolCall]:
-        query = (
-            select(t.tool_calls)
-            .where(t.tool_calls.c.run_id == run_id)
-            .order_by(t.tool_calls.c.started_at)
-        )
-        async with self.engine.connect() as conn:
-            return [_record(ToolCall, row._mapping) for row in await conn.execute(query)]
-
-    async def start_tool_call(
-        self,
-        call_id: str,
-        *,
-        run_id: str,
-        task_id: str,
-        role: str,
-        tool: str,
-        args: dict[str, Any],
-    ) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                insert(t.tool_calls).values(
-                    call_id=call_id,
-                    run_id=run_id,
-                    task_id=task_id,
-                    role=role,
-                    tool=tool,
-                    args=args,
-                    status="started",
-                    started_at=self.clock(),
-                )
-            )
-            await self._event(
-                conn,
-                run_id,
-                "tool.started",
-                {"call_id": call_id, "task_id": task_id, "role": role, "tool": tool},
-            )
-
-    async def finish_tool_call(self, call_id: str, *, status: str, result: str) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                update(t.tool_calls)
-                .where(t.tool_calls.c.call_id == call_id)
-                .values(status=status, result=result, finished_at=self.clock())
-            )
-            row = (
-                await conn.execute(
-                    select(t.tool_calls.c.run_id, t.tool_calls.c.tool).where(
-                        t.tool_calls.c.call_id == call_id
-                    )
-                )
-            ).one()
-            await self._event(
-                conn,
-                row.run_id,
-                f"tool.{status}",
-                {"call_id": call_id, "tool": row.tool, "result": result[:500]},
-            )
-
 
 async def tokens_by_role(conn: AsyncConnection, run_id: str | None = None) -> dict[str, int]:
     """Tokens spent per role (in one run, or in all), summed by the database."""
@@ -772,20 +542,3 @@ def _about(proposal: Proposal) -> dict[str, Any]:
 def _terms_shown(proposal: Proposal) -> dict[str, Any]:
     """The deadline and quorum of a proposal, for its events (when it has them)."""
     return proposal.model_dump(mode="json", include={"expires_at", "quorum"}, exclude_none=True)
-
-
-def _record(cls: type[R], row: RowMapping) -> R:
-    """A dataclass from a row with the same column names; datetimes come back in UTC."""
-    return cls(**{f.name: _in_utc(row[f.name]) for f in fields(cls)})  # type: ignore[arg-type]
-
-
-def _proposal(row: RowMapping) -> Proposal:
-    skip = ("step", "tokens")
-    return Proposal.model_validate({k: _in_utc(v) for k, v in row.items() if k not in skip})
-
-
-def _in_utc(value: Any) -> Any:
-    # SQLite hands datetimes back without their zone; every time Qapten writes is UTC.
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
