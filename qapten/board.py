@@ -1,15 +1,17 @@
 """The run's task board: the whole LangGraph state, kept small (ids, statuses, short texts).
 
-Large payloads (tool arguments, drafts) live in the proposals table, not here, so checkpoints stay
-small (DESIGN §4, trap 4).
+Large payloads (tool arguments, drafts) live in the proposals table, and what each task has learnt
+(its notes) in the notes table, not here, so checkpoints stay small (DESIGN §4, trap 4): LangGraph
+writes the whole board at every step, so anything on it that grows with a task's history would
+make a long task's checkpoints grow with it, and their sum with its square.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 
 class TaskStatus(StrEnum):
@@ -41,8 +43,9 @@ class Task(TypedDict):
     children: list[str]
     awaiting: list[str]
     """Children of the latest delegation, whose results the task waits for."""
-    notes: list[str]
-    """What the role has learnt since the task began: results, feedback, answers."""
+    notes: NotRequired[list[str]]
+    """What the role has learnt since the task began: results, feedback, answers. Never on the
+    board (the store keeps them, qapten/store/notes.py); filled in by `with_notes` for people."""
     proposal: str | None
     result: str | None
     error: str | None
@@ -59,11 +62,15 @@ def new_task(task_id: str, role: str, brief: str, parent: str | None = None) -> 
         revisions=0,
         children=[],
         awaiting=[],
-        notes=[],
         proposal=None,
         result=None,
         error=None,
     )
+
+
+def with_notes(tasks: Iterable[Task], notes: Mapping[str, list[str]]) -> list[Task]:
+    """The tasks as people see them: each with its notes (from the store)."""
+    return [{**task, "notes": list(notes.get(task["id"], []))} for task in tasks]
 
 
 def merge_tasks(

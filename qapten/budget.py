@@ -120,18 +120,20 @@ def edited_budget(proposal: Proposal, payload: dict[str, Any]) -> dict[str, Any]
     return {**proposal.payload, "add_tokens": wanted.add_tokens}
 
 
-def budget_outcome(proposal: Proposal, notes: list[str]) -> dict[str, Any]:
-    """The task patch once a budget proposal is decided: go on, or stop."""
+def budget_outcome(proposal: Proposal) -> tuple[dict[str, Any], str | None]:
+    """The task patch once a budget proposal is decided, go on or stop, and the note the role
+    learns (when it goes on)."""
     request = BudgetRequest.model_validate(proposal.payload)
     who = "the run" if request.scope == RUN_SCOPE else request.scope
     if proposal.status.executes and proposal.decided_payload is not None:
         added = int(proposal.decided_payload["add_tokens"])
-        notes = [*notes, f"The human added {added:,} tokens to the budget of {who}."]
-        return {"status": TaskStatus.THINKING.value, "notes": notes}
-    return {
+        note = f"The human added {added:,} tokens to the budget of {who}."
+        return {"status": TaskStatus.THINKING.value}, note
+    stop = {
         "status": TaskStatus.FAILED.value,
         "error": (
             f"stopped at the token budget: {who} spent {request.spent:,} of "
             f"{request.budget:,} tokens and {proposal.decided_by or 'a human'} chose to stop"
         ),
     }
+    return stop, None

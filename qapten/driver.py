@@ -18,7 +18,6 @@ from langgraph.graph.state import CompiledStateGraph
 from qapten.board import ROOT_TASK_ID, Board, TaskStatus, new_task
 from qapten.context import SwarmContext
 from qapten.orgchart import OrgChart
-from qapten.proposals import ProposalStatus
 from qapten.store import FINISHED_RUN, Store
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,9 @@ class RunDriver:
         """Wait for the run's lease; None when the run finished meanwhile (`until_finished`)."""
         store, _, _ = await self._ready()
         while True:
-            token = await store.acquire_lease(run_id, owner or self._owner, self.lease_ttl)
+            token = await store.acquire_lease(
+                run_id, owner or self._owner, self.lease_ttl, unless_finished=until_finished
+            )
             if token is not None:
                 return token
             if until_finished and (await store.get_run(run_id)).status in FINISHED_RUN:
@@ -89,14 +90,17 @@ class RunDriver:
 
     async def _advance(self, run_id: str) -> None:
         store, graph, context = await self._ready()
-        if (await store.get_run(run_id)).status in FINISHED_RUN:
-            return
         token = await self.claim(run_id)
         if token is None:
             return
         heartbeat = asyncio.create_task(self._keep_lease(run_id, token, asyncio.current_task()))
         try:
             config = run_config(run_id)
+            # The board is saved when the invocation ends, not at every superstep: the store
+            # records what each step did (proposals by task and step, the tool journal, notes
+            # by key), so a crash only makes the lost steps replay, with no model call or side
+            # effect twice. A superstep's checkpoint would cost more than the step itself.
+            invoke: dict[str, Any] = {"context": context, "durability": "exit"}
             snapshot = await graph.aget_state(config)
             if snapshot.tasks:
                 # The last process stopped inside a superstep: finish that work first. Test
@@ -104,21 +108,21 @@ class RunDriver:
                 # out of `next` (its writes already show in `values`) although the superstep
                 # was never checkpointed, and new input would throw those writes away; for the
                 # first superstep, they are the whole board.
-                await graph.ainvoke(None, config, context=context)
+                await graph.ainvoke(None, config, **invoke)
                 snapshot = await graph.aget_state(config)  # the board exists now: never redo it
             if not snapshot.values:
                 run = await store.get_run(run_id)
-                board = Board(
+                update = Board(
                     mission=run.mission,
                     root=ROOT_TASK_ID,
                     steps=0,
                     tasks={ROOT_TASK_ID: new_task(ROOT_TASK_ID, self.chart.root.name, run.mission)},
                 )
-                await graph.ainvoke(board, config, context=context)
             else:
                 # An empty update wakes `dispatch`, which reads new decisions from the store.
-                await graph.ainvoke(cast(Board, {"tasks": {}}), config, context=context)
-            if await self._settle(run_id):
+                update = cast(Board, {"tasks": {}})
+            board = cast(Board, await graph.ainvoke(update, config, **invoke))
+            if await self._settle(run_id, board):
                 self._again.add(run_id)
         finally:
             heartbeat.cancel()
@@ -136,16 +140,14 @@ class RunDriver:
                     worker.cancel()
                 return
 
-    async def _settle(self, run_id: str) -> bool:
-        """Set the run's status from its board once the graph has nothing left to do.
-
-        Returns True when the run must go round again: a decision landed while `dispatch` was
-        looking the other way (it read the proposal as pending a moment before).
+    async def _settle(self, run_id: str, board: Board) -> bool:
+        """Set the run's status from its board (as the graph left it: it has nothing left to
+        do). Returns True when the run must go round again: a decision landed while `dispatch`
+        was looking the other way (it read the proposal as pending a moment before).
         """
-        store, graph, _ = await self._ready()
+        store, _, _ = await self._ready()
         if (await store.get_run(run_id)).status in FINISHED_RUN:
             return False
-        board = (await graph.aget_state(run_config(run_id))).values
         root = board["tasks"][board["root"]]
         if root["status"] == TaskStatus.DONE.value:
             await store.set_run_status(run_id, "done", result=root["result"])
@@ -158,12 +160,9 @@ class RunDriver:
             for t in board["tasks"].values()
             if t["status"] == TaskStatus.WAITING.value and t["proposal"]
         ]
-        proposals = (await store.get_proposals(waiting)).values()
-        if any(p.status is not ProposalStatus.PENDING for p in proposals):
-            return True
-        if proposals:
-            # A compare-and-set: a decision that landed since the read above keeps the run
-            # running (a crash now must not leave it asleep), and it goes round again.
+        if waiting:
+            # A compare-and-set: a decision that landed since `dispatch` read the proposals
+            # keeps the run running (a crash now must not leave it asleep); it goes round again.
             return not await store.park_run(run_id, waiting)
         stuck = {t["id"]: t["status"] for t in board["tasks"].values()}
         await store.set_run_status(run_id, "failed", error=f"no task can move: {stuck}")

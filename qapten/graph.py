@@ -23,8 +23,8 @@ from langgraph.types import Command, Send
 from qapten.board import Board, StepInput, Task, TaskStatus
 from qapten.context import SwarmContext
 from qapten.orgchart import OrgChart
-from qapten.proposals import ProposalStatus
 from qapten.roles import act, child_report, think
+from qapten.store.notes import Note, report_key
 
 DISPATCH = "dispatch"
 THINK = "think"
@@ -57,33 +57,34 @@ async def dispatch(
     tasks = state["tasks"]
     if TaskStatus(tasks[state["root"]]["status"]).finished:
         return Command(goto=END)
-    # A cancel lands between supersteps: no step may start after it, even in a run in flight.
-    if (await ctx.store.get_run(run_id)).status == "cancelled":
-        return Command(goto=END)
     patches: dict[str, dict[str, Any]] = {}
 
     # Decisions live in the store (the compare-and-set happens there); pick up the new ones.
-    # Several tasks may wait on one proposal (a budget that they all reached).
+    # Several tasks may wait on one proposal (a budget that they all reached). The run's
+    # status comes in the same read: a cancel lands between supersteps, and no step may start
+    # after it, even in a run in flight.
     waiting: dict[str, list[str]] = {}
     for t in tasks.values():
         if t["status"] == TaskStatus.WAITING.value and t["proposal"]:
             waiting.setdefault(t["proposal"], []).append(t["id"])
-    for proposal in (await ctx.store.get_proposals(list(waiting))).values():
-        if proposal.status is not ProposalStatus.PENDING:
-            for task_id in waiting[proposal.id]:
-                patches[task_id] = {"status": TaskStatus.ACTING.value}
+    status, decided = await ctx.store.run_status_and_decided(run_id, list(waiting))
+    if status == "cancelled":
+        return Command(goto=END)
+    for proposal_id in decided:
+        for task_id in waiting[proposal_id]:
+            patches[task_id] = {"status": TaskStatus.ACTING.value}
 
-    # Managers whose children have all finished get their results and think again.
+    # Managers whose children have all finished get their results and think again. The
+    # reports are notes in the store, keyed by child: a replayed dispatch adds none twice.
+    reports: list[Note] = []
     for task in tasks.values():
         if task["status"] != TaskStatus.DELEGATED.value:
             continue
         children = [tasks[c] for c in task["awaiting"]]
         if all(TaskStatus(c["status"]).finished for c in children):
-            patches[task["id"]] = {
-                "status": TaskStatus.THINKING.value,
-                "notes": [*task["notes"], *(child_report(c) for c in children)],
-                "awaiting": [],
-            }
+            reports.extend(Note(task["id"], report_key(c["id"]), child_report(c)) for c in children)
+            patches[task["id"]] = {"status": TaskStatus.THINKING.value, "awaiting": []}
+    await ctx.store.add_notes(run_id, reports)
 
     def current(task: Task) -> Task:
         return {**task, **patches.get(task["id"], {})}  # type: ignore[typeddict-item]

@@ -32,23 +32,24 @@ def system_prompt(chart: OrgChart, role_name: str, menu: Sequence[ActSpec]) -> s
     return "\n".join(lines)
 
 
-def task_prompt(mission: str, task: Task, requester: str) -> str:
+def task_prompt(mission: str, task: Task, requester: str, notes: Sequence[str]) -> str:
+    """The task, and `notes`: what the role has learnt on it so far (kept in the store)."""
     lines = [f"Mission: {mission}", f"Your task (from {requester}): {task['brief']}"]
-    if task["notes"]:
+    if notes:
         lines.append("What happened so far:")
-        lines.extend(f"{i}. {note}" for i, note in enumerate(task["notes"], 1))
+        lines.extend(f"{i}. {note}" for i, note in enumerate(notes, 1))
     lines.append("Choose your next act.")
     return "\n".join(lines)
 
 
 def messages_for(
-    chart: OrgChart, mission: str, task: Task, menu: Sequence[ActSpec]
+    chart: OrgChart, mission: str, task: Task, menu: Sequence[ActSpec], notes: Sequence[str]
 ) -> list[BaseMessage]:
     manager = chart.manager(task["role"])
     requester = manager.name if manager else "the human orchestrator"
     return [
         SystemMessage(system_prompt(chart, task["role"], menu)),
-        HumanMessage(task_prompt(mission, task, requester)),
+        HumanMessage(task_prompt(mission, task, requester, notes)),
     ]
 
 

@@ -4,7 +4,9 @@
   policy says so). The proposal is keyed by (task, step), so a replay after a crash finds it and
   never calls the model again (DESIGN §4, trap 1).
 * **act** carries out whatever was decided: executes the approved (or edited) payload, or hands
-  the rejection, revision request, answer or expiry back to the role for its next think.
+  the rejection, revision request, answer or expiry back to the role for its next think. What the
+  role learns from it is the step's note, kept in the store under the step's key (not on the
+  checkpointed board): a replayed act writes the same key and adds nothing.
 
 Waiting for a human is not a step at all: the task parks as ``waiting`` and `dispatch` picks it
 up once the store shows a decision.
@@ -25,9 +27,12 @@ from qapten.models import describe_failure, server_errors
 from qapten.policy import AutonomyLevel
 from qapten.prompts import messages_for, retry_message
 from qapten.proposals import AUTO_DECIDER, Proposal, ProposalStatus, payload_hash
+from qapten.store.notes import Note, step_key
 from qapten.testing import ROLE_METADATA_KEY
 
 Patch = dict[str, Any]
+Outcome = tuple[Patch, list[Task], str | None]
+"""What an act does to its task: the patch, new child tasks, and the note the role learns."""
 
 
 def fail(reason: str) -> Patch:
@@ -67,7 +72,8 @@ async def _ask_model(
     role = ctx.chart.roles[task["role"]]
     menu = ctx.menus[role.name]
     reports = ctx.reports(role.name)
-    messages = messages_for(ctx.chart, mission, task, menu)
+    notes = await ctx.store.task_notes(run_id, task["id"])
+    messages = messages_for(ctx.chart, mission, task, menu, notes)
     config: Any = {
         "metadata": {ROLE_METADATA_KEY: role.name, "qapten_run": run_id, "qapten_task": task["id"]}
     }
@@ -136,42 +142,47 @@ async def _ask_model(
 
 async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[Task]]:
     """Carry out the decided proposal. Returns the task patch and any new child tasks."""
+    patch, children, note = await _carry_out(ctx, run_id, task)
+    if note is not None:
+        await ctx.store.add_notes(run_id, [Note(task["id"], step_key(task["steps"]), note)])
+    return patch, children
+
+
+async def _carry_out(ctx: SwarmContext, run_id: str, task: Task) -> Outcome:
     assert task["proposal"] is not None, "act needs a proposal"
     proposal = await ctx.store.get_proposal(task["proposal"])
     role = ctx.chart.roles[task["role"]]
     status = proposal.status
-    notes = list(task["notes"])
     if proposal.act == BUDGET_ACT:
-        return budget_outcome(proposal, notes), []
-    thinking = TaskStatus.THINKING.value
+        patch, note = budget_outcome(proposal)
+        return patch, [], note
+    thinking = {"status": TaskStatus.THINKING.value}
     if status is ProposalStatus.ANSWERED:
         question = proposal.payload.get("question", "")
-        notes.append(f"You asked: {question!r}. The human answered: {proposal.feedback}")
-        return {"status": thinking, "notes": notes}, []
+        return thinking, [], f"You asked: {question!r}. The human answered: {proposal.feedback}"
     if status is ProposalStatus.REVISION_REQUESTED:
         revisions = task["revisions"] + 1
         if revisions > role.max_revisions:
-            return fail(
+            limit = (
                 f"revision limit reached: {role.name} may revise "
                 f"{role.max_revisions} times (max_revisions in the org chart)"
-            ), []
-        notes.append(
-            f"The human asked you to revise your proposal ({proposal.title}): {proposal.feedback}"
-        )
-        return {"status": thinking, "notes": notes, "revisions": revisions}, []
+            )
+            return fail(limit), [], None
+        asked = f"The human asked you to revise your proposal ({proposal.title})"
+        return {**thinking, "revisions": revisions}, [], f"{asked}: {proposal.feedback}"
     if status is ProposalStatus.EXPIRED:  # silence is not consent: the act is dropped
-        notes.append(
+        note = (
             f"Your proposal ({proposal.title}) expired: {proposal.feedback}. It was not "
             "carried out; choose another way."
         )
-        return {"status": thinking, "notes": notes}, []
+        return thinking, [], note
     if not status.executes:
         why = f": {proposal.feedback}" if proposal.feedback else ""
-        notes.append(
+        note = (
             f"The human {status.value} your proposal ({proposal.title}){why}. "
             "Do not do it; choose another way."
         )
-        return {"status": thinking, "notes": notes}, []
+        return thinking, [], note
 
     payload = proposal.decided_payload if proposal.decided_payload is not None else proposal.payload
     if payload_hash(payload) != proposal.approved_hash:
@@ -181,38 +192,35 @@ async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[T
             "act.refused",
             {"proposal_id": proposal.id, "reason": "payload does not match the approved hash"},
         )
-        notes.append(
+        note = (
             f"Your proposal ({proposal.title}) was not executed: its payload changed "
             "after approval."
         )
-        return {"status": thinking, "notes": notes}, []
+        return thinking, [], note
     edited = " (as edited by the human)" if status is ProposalStatus.EDITED else ""
     if proposal.act == DELEGATE:
-        return _delegate(task, payload, notes)
+        return _delegate(task, payload)
     if proposal.act == DELIVER:
-        return {"status": TaskStatus.DONE.value, "result": payload["result"]}, []
+        return {"status": TaskStatus.DONE.value, "result": payload["result"]}, [], None
     tool = next(spec.tool for spec in ctx.menus[role.name] if spec.name == proposal.act)
     assert tool is not None
     outcome = await run_tool(ctx.store, tool, payload, proposal, ctx.workspace(run_id))
-    notes.append(f"You called {tool.name}{edited}: {outcome}")
-    return {"status": thinking, "notes": notes}, []
+    return thinking, [], f"You called {tool.name}{edited}: {outcome}"
 
 
-def _delegate(task: Task, payload: dict[str, Any], notes: list[str]) -> tuple[Patch, list[Task]]:
+def _delegate(task: Task, payload: dict[str, Any]) -> Outcome:
     start = len(task["children"])
     children = [
         new_task(f"{task['id']}.{start + i}", a["to"], a["brief"], parent=task["id"])
         for i, a in enumerate(payload["tasks"], 1)
     ]
     names = ", ".join(f"{c['role']} ({c['id']})" for c in children)
-    notes.append(f"You delegated to {names}.")
     patch = {
         "status": TaskStatus.DELEGATED.value,
         "children": [*task["children"], *(c["id"] for c in children)],
         "awaiting": [c["id"] for c in children],
-        "notes": notes,
     }
-    return patch, children
+    return patch, children, f"You delegated to {names}."
 
 
 def child_report(child: Task) -> str:

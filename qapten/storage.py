@@ -11,20 +11,17 @@ from typing import TYPE_CHECKING
 from qapten.errors import ConfigurationError
 
 if TYPE_CHECKING:  # loaded when a database opens: `default_db` serves the CLI's quick start
-    import aiosqlite
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
+    from qapten.checkpoints import InlineSqliteSaver
     from qapten.store import Store
 
 
 @dataclass
 class Storage:
     store: Store
-    checkpointer: AsyncSqliteSaver
-    _connection: aiosqlite.Connection
+    checkpointer: InlineSqliteSaver
 
     async def close(self) -> None:
-        await self._connection.close()
+        self.checkpointer.conn.close()
         await self.store.close()
 
 
@@ -34,24 +31,18 @@ async def open_storage(db: str) -> Storage:
     Raises `ConfigurationError` naming the database (never its password) and the driver's own
     reason when it cannot be opened: a user's mistake is one line, not a traceback.
     """
-    import aiosqlite
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+    from qapten.checkpoints import open_checkpointer
     from qapten.store import Store
 
     path = sqlite_path(db)
     store: Store | None = None
-    connection: aiosqlite.Connection | None = None
     try:
         store = await Store.open(db)
-        connection = await aiosqlite.connect(path, timeout=30)
-        checkpointer = AsyncSqliteSaver(connection)
-        await checkpointer.setup()
+        checkpointer = open_checkpointer(path)
     except (OSError, ImportError, sqlite3.Error, SQLAlchemyError) as exc:
-        if connection is not None:
-            await connection.close()
         if store is not None:
             await store.close()
         reason = exc.orig if isinstance(exc, DBAPIError) else exc  # the driver's own words
@@ -61,7 +52,7 @@ async def open_storage(db: str) -> Storage:
             shown = "(not a database URL)"
         msg = f"cannot open the database {shown}: {' '.join(str(reason).split())}"
         raise ConfigurationError(msg) from exc
-    return Storage(store, checkpointer, connection)
+    return Storage(store, checkpointer)
 
 
 def default_db(data_dir: Path) -> str:

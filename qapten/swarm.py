@@ -29,7 +29,7 @@ from qapten.acts import (
     build_menu,
     validate_args,
 )
-from qapten.board import Board, Task
+from qapten.board import Board, Task, with_notes
 from qapten.budget import BUDGET_ACT, edited_budget
 from qapten.context import SwarmContext, new_id
 from qapten.deadlines import Sweeper, apply_deadlines, terms_for
@@ -54,7 +54,7 @@ from qapten.proposals import (
     parse_decision,
     payload_hash,
 )
-from qapten.recovery import last_delegations, reopen_failed
+from qapten.recovery import reopen
 from qapten.role_models import RoleModels
 from qapten.storage import Storage, default_workspaces, open_storage
 from qapten.store import FINISHED_RUN, Event, Run, Store, ToolCall
@@ -118,9 +118,9 @@ class Swarm:
         self._clock = clock
         # Deadlines are applied before each decision and, in the background, every
         # `sweep_interval` seconds (None: only when `expire_due` is called).
-        deadlines = any(role.deadlines for role in chart.roles.values())
+        self._deadlines = any(role.deadlines for role in chart.roles.values())
         self._sweeper = (
-            Sweeper(self.expire_due, sweep_interval) if deadlines and sweep_interval else None
+            Sweeper(self.expire_due, sweep_interval) if self._deadlines and sweep_interval else None
         )
 
     @classmethod
@@ -322,6 +322,8 @@ class Swarm:
         """Apply the deadlines that have passed: reminders, expiry, escalation (see
         `qapten.deadlines`). The swarm does it by itself; call it after moving a test clock."""
         store, _, _ = await self._ready()
+        if not self._deadlines:
+            return  # a chart without deadlines has nothing to expire: no query on each decision
         for run_id in await apply_deadlines(store, self.chart):
             self._driver.kick(run_id)
 
@@ -356,7 +358,7 @@ class Swarm:
                 raise RunNotRetryable(run_id, run.status)
             config = run_config(run_id)
             board = cast(Board, (await graph.aget_state(config)).values)
-            patches = reopen_failed(board, await last_delegations(store, run_id)) if board else {}
+            patches = await reopen(store, run_id, board) if board else {}
             if patches:
                 update = cast(Board, {"tasks": patches})
                 await graph.aupdate_state(config, update, as_node=DISPATCH)
@@ -375,11 +377,11 @@ class Swarm:
         return await store.list_runs(status)
 
     async def tasks(self, run_id: str) -> list[Task]:
-        """The run's task board, in creation order (the root first)."""
-        _, graph, _ = await self._ready()
+        """The run's task board, in creation order (the root first), each task with its notes."""
+        store, graph, _ = await self._ready()
         snapshot = await graph.aget_state(run_config(run_id))
         board = snapshot.values.get("tasks", {})
-        return list(board.values())
+        return with_notes(board.values(), await store.run_notes(run_id))
 
     async def tokens(self, run_id: str) -> dict[str, int]:
         """The tokens each role's model calls spent in the run, from the models' usage data."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from qapten import ProposalAlreadyDecided, ProposalStatus, Reject, ToolContext
+from qapten.driver import run_config
 from qapten.testing import ScriptedChatModel, delegate, deliver, use
 
 from .conftest import SwarmFactory, write_org
@@ -68,7 +69,9 @@ async def test_a_decision_landing_after_dispatch_looked_does_not_stall_the_run(
     await swarm.store.decide(
         draft.id, status=ProposalStatus.REVISION_REQUESTED, decided_by="alice", feedback="shorter"
     )
-    assert await swarm._driver._settle(run.id) is True  # go round again, not "no task can move"
+    _, graph, _ = await swarm._ready()
+    board = (await graph.aget_state(run_config(run.id))).values  # the board dispatch left
+    assert await swarm._driver._settle(run.id, board) is True  # again, not "no task can move"
     assert (await swarm.run(run.id)).status == "running"
     await swarm.resume(run.id)
     [final] = await swarm.pending(run.id)

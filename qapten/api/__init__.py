@@ -43,7 +43,9 @@ def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
     settings = settings or ApiSettings.load()
     context = ApiContext(swarm=swarm, settings=settings, tokens=TokenBook(settings.all_tokens()))
 
-    def bind(request: Request) -> None:
+    # Dependencies are `async def` although they never wait: FastAPI runs a plain `def` one in
+    # a worker thread, a hop to a thread and back on every request for a one-line function.
+    async def bind(request: Request) -> None:
         request.state.qapten = context
 
     api = APIRouter(dependencies=[Depends(bind)])

@@ -23,7 +23,9 @@ class ApiContext:
     tokens: TokenBook
 
 
-def get_context(request: Request) -> ApiContext:
+# The dependencies are `async def` although they never wait: FastAPI runs a plain `def` one in a
+# worker thread, a hop to a thread and back on every request for a few lines of Python.
+async def get_context(request: Request) -> ApiContext:
     context: ApiContext = request.state.qapten
     return context
 
@@ -96,7 +98,7 @@ async def get_writer(request: Request, context: Context, caller: Caller) -> Prin
 Writer = Annotated[Principal, Depends(get_writer)]
 
 
-def get_cursor(
+async def get_cursor(
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of a page")
     ] = None,

@@ -3,15 +3,15 @@ transactions, and the event written with each change."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import event, insert
-from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import create_engine, event, insert
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from qapten.proposals import Proposal
 from qapten.store import tables as t
@@ -19,6 +19,12 @@ from qapten.store import tables as t
 Clock = Callable[[], datetime]
 Terms = Callable[[Proposal], Proposal]
 R = TypeVar("R")
+
+POOL_THREADS = 8
+"""Threads (and pooled connections) that work a database server (SQLite needs none)."""
+
+
+_INSERT_EVENT = insert(t.events)  # built once: building it costs as much as running it
 
 
 def utcnow() -> datetime:
@@ -65,15 +71,14 @@ class ToolCall:
 
 
 def sqlalchemy_url(db: str) -> str:
-    """Map the user's ``sqlite:///file.db`` to the async driver SQLAlchemy needs."""
-    if db.startswith("sqlite:///") or db == "sqlite://":
-        return db.replace("sqlite://", "sqlite+aiosqlite://", 1)
+    """The SQLAlchemy URL of the user's database URL (``sqlite:///file.db`` as it is)."""
     return db
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; busy_timeout makes writers queue instead of failing.
-    # The driver's own transaction handling is turned off so that `_begin` below decides.
+    # The driver's own transaction handling is turned off: the store says BEGIN itself
+    # (`Transactions`), without an event listener, which would slow every statement down.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -82,54 +87,111 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _begin(conn: Connection) -> None:
-    # A write transaction takes the write lock at once (BEGIN IMMEDIATE): a read-then-write
-    # transaction that upgraded later could fail with "database is locked" instead of waiting.
-    immediate = conn.get_execution_options().get("qapten_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
 class StoreBase:
-    """The engine, the clock and the write transaction the parts of `Store` build on."""
+    """The engine, the clock and the transactions the parts of `Store` build on.
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
+    Each store operation is one plain function over a synchronous SQLAlchemy connection, run
+    whole at once. An async driver hands every cursor, execute, fetch and close to a thread and
+    back, and an operation costs several times more than the work itself.
+
+    A SQLite file is read and written right on the event loop, as the checkpointer does
+    (qapten.checkpoints): a local file answers in less time than a thread hand-off takes, and
+    with every transaction of this process run whole on one thread, none ever waits for a lock
+    that another of this process holds. A database server, which answers over the network,
+    is worked in a pool of threads instead (`offload`).
+    """
+
+    def __init__(
+        self, engine: Engine, *, clock: Clock = utcnow, offload: bool | None = None
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.terms: Terms | None = None
-        self._writer = engine.execution_options(qapten_write=True)
+        self._begin = _Begin.for_dialect(engine.dialect.name)
+        if offload is None:
+            offload = engine.dialect.name != "sqlite"
+        self._threads = ThreadPoolExecutor(POOL_THREADS, "qapten-store") if offload else None
 
     @classmethod
-    async def open(cls, db: str, *, clock: Clock = utcnow) -> Self:
-        url = sqlalchemy_url(db)
-        engine = create_async_engine(url)
+    async def open(cls, db: str, *, clock: Clock = utcnow, offload: bool | None = None) -> Self:
+        engine = create_engine(sqlalchemy_url(db), pool_size=POOL_THREADS)
         if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(engine.sync_engine, "begin", _begin)
-        async with engine.begin() as conn:
-            await conn.run_sync(t.metadata.create_all)
-        return cls(engine, clock=clock)
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine, clock=clock, offload=offload)
+        try:
+            await store.write(t.metadata.create_all)
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self._run(self.engine.dispose)
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer.begin() as conn:
-            yield conn
-
-    async def _event(
-        self, conn: AsyncConnection, run_id: str | None, type_: str, data: Mapping[str, Any]
-    ) -> int:
-        result = await conn.execute(
-            insert(t.events).values(
-                run_id=run_id, type=type_, data=dict(data), created_at=self.clock()
-            )
+    async def read(self, work: Callable[[Connection], R], *, snapshot: bool = False) -> R:
+        """Run `work` on a connection; with `snapshot`, its statements see one moment of the
+        database (a read of a single statement always does)."""
+        return await self._run(
+            _connected, self.engine, self._begin.snapshot if snapshot else None, work
         )
+
+    async def write(self, work: Callable[[Connection], R]) -> R:
+        """Run `work` in one write transaction (committed, or rolled back if it raises).
+
+        Once started it runs to its end even if the awaiting task is cancelled: a write is
+        recorded whole or not at all, never cut in the middle by a cancellation.
+        """
+        return await self._run(_in_transaction, self.engine, self._begin.write, work)
+
+    async def _run(self, function: Callable[..., R], *args: Any) -> R:
+        if self._threads is None:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+
+    def _event(
+        self, conn: Connection, run_id: str | None, type_: str, data: Mapping[str, Any]
+    ) -> int:
+        row = {"run_id": run_id, "type": type_, "data": dict(data), "created_at": self.clock()}
+        result = conn.execute(_INSERT_EVENT, row)
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     async def add_event(self, run_id: str | None, type_: str, data: Mapping[str, Any]) -> int:
-        async with self._write() as conn:
-            return await self._event(conn, run_id, type_, data)
+        return await self.write(lambda conn: self._event(conn, run_id, type_, data))
+
+
+@dataclass(frozen=True)
+class _Begin:
+    """What starts a transaction, where the driver does not (None: the driver does)."""
+
+    write: str | None
+    snapshot: str | None
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> _Begin:
+        if dialect == "sqlite":
+            # A write takes the write lock at once (BEGIN IMMEDIATE): a read-then-write
+            # transaction that upgraded later could fail with "database is locked" instead of
+            # waiting. A read of one statement needs no transaction at all.
+            return cls(write="BEGIN IMMEDIATE", snapshot="BEGIN")
+        return cls(write=None, snapshot=None)
+
+
+def _connected(engine: Engine, begin: str | None, work: Callable[[Connection], R]) -> R:
+    with engine.connect() as conn:  # closing it rolls back whatever is open
+        if begin is not None:
+            conn.exec_driver_sql(begin)
+        return work(conn)
+
+
+def _in_transaction(engine: Engine, begin: str | None, work: Callable[[Connection], R]) -> R:
+    with engine.connect() as conn:  # closing it rolls back whatever is still open
+        if begin is not None:
+            conn.exec_driver_sql(begin)
+        result = work(conn)
+        conn.commit()
+        return result
 
 
 def _record(cls: type[R], row: RowMapping) -> R:

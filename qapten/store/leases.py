@@ -4,64 +4,66 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
 
 from qapten.errors import RunNotFound
 from qapten.store import tables as t
-from qapten.store.base import StoreBase, _in_utc
+from qapten.store.base import FINISHED_RUN, StoreBase, _in_utc
+
+# Built once (see store.py); b_* parameters are the WHERE's, the others the columns set.
+_c = t.runs.c
+_HOLDER = select(_c.status, _c.lease_owner, _c.lease_token, _c.lease_expires_at).where(
+    _c.id == bindparam("b_run")
+)
+_CLAIM = update(t.runs).where(_c.id == bindparam("b_run"))
+_HELD = update(t.runs).where(
+    _c.id == bindparam("b_run"),
+    _c.lease_owner == bindparam("b_owner"),
+    _c.lease_token == bindparam("b_token"),
+)
 
 
 class Leases(StoreBase):
-    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> int | None:
-        """Claim the right to advance `run_id`; returns the fencing token, or None if held."""
-        now = self.clock()
-        async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        t.runs.c.lease_owner, t.runs.c.lease_token, t.runs.c.lease_expires_at
-                    ).where(t.runs.c.id == run_id)
-                )
-            ).first()
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, unless_finished: bool = False
+    ) -> int | None:
+        """Claim the right to advance `run_id`; returns the fencing token, or None if held
+        (or, with `unless_finished`, if the run has finished: nothing is claimed then)."""
+
+        def claim(conn: Connection) -> int | None:
+            now = self.clock()
+            row = conn.execute(_HOLDER, {"b_run": run_id}).first()
             if row is None:
                 msg = f"no run with id {run_id!r}"
                 raise RunNotFound(msg)
+            if unless_finished and row.status in FINISHED_RUN:
+                return None
             expires = _in_utc(row.lease_expires_at)
             if row.lease_owner not in (None, owner) and expires is not None and expires > now:
                 return None
             token = int(row.lease_token) + 1
-            await conn.execute(
-                update(t.runs)
-                .where(t.runs.c.id == run_id)
-                .values(
-                    lease_owner=owner,
-                    lease_token=token,
-                    lease_expires_at=now + timedelta(seconds=ttl),
-                )
-            )
-        return token
+            lease = {
+                "lease_owner": owner,
+                "lease_token": token,
+                "lease_expires_at": now + timedelta(seconds=ttl),
+            }
+            conn.execute(_CLAIM, {"b_run": run_id, **lease})
+            return token
+
+        return await self.write(claim)
 
     async def renew_lease(self, run_id: str, owner: str, token: int, ttl: float) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(t.runs)
-                .where(
-                    t.runs.c.id == run_id,
-                    t.runs.c.lease_owner == owner,
-                    t.runs.c.lease_token == token,
-                )
-                .values(lease_expires_at=self.clock() + timedelta(seconds=ttl))
-            )
-        return result.rowcount == 1
+        def renew(conn: Connection) -> bool:
+            held = {"b_run": run_id, "b_owner": owner, "b_token": token}
+            expires = self.clock() + timedelta(seconds=ttl)
+            return conn.execute(_HELD, {**held, "lease_expires_at": expires}).rowcount == 1
+
+        return await self.write(renew)
 
     async def release_lease(self, run_id: str, owner: str, token: int) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                update(t.runs)
-                .where(
-                    t.runs.c.id == run_id,
-                    t.runs.c.lease_owner == owner,
-                    t.runs.c.lease_token == token,
-                )
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+        def release(conn: Connection) -> None:
+            held = {"b_run": run_id, "b_owner": owner, "b_token": token}
+            conn.execute(_HELD, {**held, "lease_owner": None, "lease_expires_at": None})
+
+        await self.write(release)

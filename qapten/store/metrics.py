@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, case, cast, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from qapten.proposals import AUTO_DECIDER, DECISION_STATUS, ProposalStatus
 from qapten.store import tables as t
@@ -39,35 +39,37 @@ class MetricsSnapshot:
 
 async def metrics_snapshot(store: Store, *, latency_bounds: Sequence[float]) -> MetricsSnapshot:
     """Every aggregate, read in one transaction so that they describe the same moment."""
-    async with store.engine.connect() as conn, conn.begin():
+    bounds = tuple(sorted(latency_bounds))
+
+    def snapshot(conn: Connection) -> MetricsSnapshot:
         return MetricsSnapshot(
-            runs_by_status=await _runs_by_status(conn),
-            pending_by_role_kind=await _pending_by_role_kind(conn),
-            decision_latency=await _decision_latency(conn, tuple(sorted(latency_bounds))),
-            tokens_by_role=await tokens_by_role(conn),
-            events=int(
-                (await conn.execute(select(func.count()).select_from(t.events))).scalar_one()
-            ),
+            runs_by_status=_runs_by_status(conn),
+            pending_by_role_kind=_pending_by_role_kind(conn),
+            decision_latency=_decision_latency(conn, bounds),
+            tokens_by_role=tokens_by_role(conn),
+            events=int(conn.execute(select(func.count()).select_from(t.events)).scalar_one()),
         )
 
+    return await store.read(snapshot, snapshot=True)
 
-async def _runs_by_status(conn: AsyncConnection) -> dict[str, int]:
+
+def _runs_by_status(conn: Connection) -> dict[str, int]:
     c = t.runs.c
-    rows = await conn.execute(select(c.status, func.count()).group_by(c.status))
+    rows = conn.execute(select(c.status, func.count()).group_by(c.status))
     return {status: int(count) for status, count in rows}
 
 
-async def _pending_by_role_kind(conn: AsyncConnection) -> dict[tuple[str, str], int]:
+def _pending_by_role_kind(conn: Connection) -> dict[tuple[str, str], int]:
     c = t.proposals.c
     query = (
         select(c.role, c.kind, func.count())
         .where(c.status == ProposalStatus.PENDING.value)
         .group_by(c.role, c.kind)
     )
-    return {(role, kind): int(count) for role, kind, count in await conn.execute(query)}
+    return {(role, kind): int(count) for role, kind, count in conn.execute(query)}
 
 
-async def _decision_latency(conn: AsyncConnection, bounds: tuple[float, ...]) -> LatencyHistogram:
+def _decision_latency(conn: Connection, bounds: tuple[float, ...]) -> LatencyHistogram:
     c = t.proposals.c
     seconds = _seconds_between(c.created_at, c.decided_at, conn.dialect.name)
     # One row: the count, the sum, and per bound the number of decisions at or under it.
@@ -79,7 +81,7 @@ async def _decision_latency(conn: AsyncConnection, bounds: tuple[float, ...]) ->
         # Acts the policy let through waited for nobody: they have no decision latency.
         c.decided_by.is_distinct_from(AUTO_DECIDER),
     )
-    count, total, *buckets = (await conn.execute(query)).one()
+    count, total, *buckets = conn.execute(query).one()
     return LatencyHistogram(
         bounds=bounds,
         buckets=tuple(int(b or 0) for b in buckets),

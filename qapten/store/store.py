@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy.engine import Connection
 
 from qapten.errors import ProposalAlreadyDecided, ProposalNotFound, RunNotFound
 from qapten.proposals import (
@@ -31,9 +31,41 @@ from qapten.store.base import (
 )
 from qapten.store.journal import Journal
 from qapten.store.leases import Leases
+from qapten.store.notes import Notes
+
+# The statements of the hot path, built once: building one per call costs as much as running
+# it. Parameters named b_* are the WHERE's; the others name the columns that an update sets.
+_RUN = select(t.runs).where(t.runs.c.id == bindparam("b_run"))
+_RUN_STATUS = select(t.runs.c.status).where(t.runs.c.id == bindparam("b_run"))
+_INSERT_RUN = insert(t.runs)
+_PROPOSAL = select(t.proposals).where(t.proposals.c.id == bindparam("b_id"))
+_PROPOSALS = select(t.proposals).where(t.proposals.c.id.in_(bindparam("b_ids", expanding=True)))
+_DECIDED = select(t.proposals.c.id).where(
+    t.proposals.c.id.in_(bindparam("b_ids", expanding=True)),
+    t.proposals.c.status != ProposalStatus.PENDING.value,
+)
+_STEP_PROPOSAL = select(t.proposals).where(
+    t.proposals.c.run_id == bindparam("b_run"),
+    t.proposals.c.task_id == bindparam("b_task"),
+    t.proposals.c.step == bindparam("b_step"),
+)
+_INSERT_PROPOSAL = insert(t.proposals)
+# A decision lands on a proposal still pending and before its deadline (the compare-and-set).
+_DECIDE = update(t.proposals).where(
+    t.proposals.c.id == bindparam("b_id"),
+    t.proposals.c.status == ProposalStatus.PENDING.value,
+    or_(t.proposals.c.expires_at.is_(None), t.proposals.c.expires_at > bindparam("b_now")),
+)
+# done and cancelled are final: a step finishing after a cancel cannot revive the run.
+_MOVE_RUN = update(t.runs).where(
+    t.runs.c.id == bindparam("b_run"),
+    t.runs.c.status != bindparam("b_status"),
+    t.runs.c.status.not_in(("done", "cancelled")),
+)
+_MOVE_RUN_FROM = _MOVE_RUN.where(t.runs.c.status == bindparam("b_from"))
 
 
-class Store(Leases, Journal):
+class Store(Leases, Journal, Notes):
     """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`.
 
     `clock` gives every time the store writes (tests pass a fake one). `terms`, when set, gives
@@ -45,24 +77,27 @@ class Store(Leases, Journal):
 
     async def create_run(self, run_id: str, org: str, mission: str) -> Run:
         now = self.clock()
-        async with self._write() as conn:
-            await conn.execute(
-                insert(t.runs).values(
-                    id=run_id,
-                    org=org,
-                    mission=mission,
-                    status="running",
-                    created_at=now,
-                    updated_at=now,
-                    lease_token=0,
-                )
+
+        def create(conn: Connection) -> None:
+            conn.execute(
+                _INSERT_RUN,
+                {
+                    "id": run_id,
+                    "org": org,
+                    "mission": mission,
+                    "status": "running",
+                    "created_at": now,
+                    "updated_at": now,
+                    "lease_token": 0,
+                },
             )
-            await self._event(conn, run_id, "run.started", {"mission": mission, "org": org})
+            self._event(conn, run_id, "run.started", {"mission": mission, "org": org})
+
+        await self.write(create)
         return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> Run:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(t.runs).where(t.runs.c.id == run_id))).first()
+        row = await self.read(lambda conn: conn.execute(_RUN, {"b_run": run_id}).first())
         if row is None:
             msg = f"no run with id {run_id!r}"
             raise RunNotFound(msg)
@@ -82,15 +117,16 @@ class Store(Leases, Journal):
             query = query.where(c.status == status)
         if before is not None:
             query = query.where(tuple_(c.created_at, c.id) < tuple_(*before))
-        async with self.engine.connect() as conn:
-            return [_record(Run, row._mapping) for row in await conn.execute(query)]
+        rows = await self.read(lambda conn: conn.execute(query).all())
+        return [_record(Run, row._mapping) for row in rows]
 
     async def set_run_status(
         self, run_id: str, status: str, *, result: str | None = None, error: str | None = None
     ) -> bool:
         """Move a run to `status`; returns False (and writes nothing) when it is already there."""
-        async with self._write() as conn:
-            return await self._move_run(conn, run_id, status, result=result, error=error)
+        return await self.write(
+            lambda conn: self._move_run(conn, run_id, status, result=result, error=error)
+        )
 
     async def park_run(self, run_id: str, proposal_ids: Sequence[str]) -> bool:
         """Move a running run to ``waiting`` unless one of `proposal_ids` (what it waits on)
@@ -101,21 +137,18 @@ class Store(Leases, Journal):
         it back. Read, then write, could put a just-decided run to sleep, and a crash before the
         next step would leave it asleep for good: a restart resumes only ``running`` runs.
         """
-        c = t.proposals.c
-        async with self._write() as conn:
-            decided = await conn.execute(
-                select(func.count())
-                .select_from(t.proposals)
-                .where(c.id.in_(list(proposal_ids)), c.status != ProposalStatus.PENDING.value)
-            )
-            if decided.scalar_one():
-                return False
-            await self._move_run(conn, run_id, "waiting", only_from="running")
-        return True
 
-    async def _move_run(
+        def park(conn: Connection) -> bool:
+            if conn.execute(_DECIDED, {"b_ids": list(proposal_ids)}).first() is not None:
+                return False
+            self._move_run(conn, run_id, "waiting", only_from="running")
+            return True
+
+        return await self.write(park)
+
+    def _move_run(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         run_id: str,
         status: str,
         *,
@@ -123,46 +156,39 @@ class Store(Leases, Journal):
         result: str | None = None,
         error: str | None = None,
     ) -> bool:
-        # done and cancelled are final: a step finishing after a cancel cannot revive the run.
-        query = update(t.runs).where(
-            t.runs.c.id == run_id,
-            t.runs.c.status != status,
-            t.runs.c.status.not_in(("done", "cancelled")),
-        )
-        if only_from is not None:
-            query = query.where(t.runs.c.status == only_from)
-        changed = await conn.execute(
-            query.values(status=status, result=result, error=error, updated_at=self.clock())
-        )
+        values = {"status": status, "result": result, "error": error, "updated_at": self.clock()}
+        where = {"b_run": run_id, "b_status": status}
+        if only_from is None:
+            changed = conn.execute(_MOVE_RUN, {**where, **values})
+        else:
+            changed = conn.execute(_MOVE_RUN_FROM, {**where, "b_from": only_from, **values})
         if changed.rowcount == 0:
             return False
         data = {k: v for k, v in {"result": result, "error": error}.items() if v is not None}
-        await self._event(conn, run_id, f"run.{status}", data)
+        self._event(conn, run_id, f"run.{status}", data)
         return True
 
     async def retry_run(self, run_id: str, *, by: str, tasks: Sequence[str]) -> bool:
         """Move a failed run back to running (compare-and-set); False when it was not failed."""
-        async with self._write() as conn:
-            changed = await conn.execute(
+
+        def retry(conn: Connection) -> bool:
+            changed = conn.execute(
                 update(t.runs)
                 .where(t.runs.c.id == run_id, t.runs.c.status == "failed")
                 .values(status="running", result=None, error=None, updated_at=self.clock())
             )
             if changed.rowcount == 0:
                 return False
-            await self._event(conn, run_id, "run.retried", {"by": by, "tasks": list(tasks)})
-        return True
+            self._event(conn, run_id, "run.retried", {"by": by, "tasks": list(tasks)})
+            return True
+
+        return await self.write(retry)
 
     # -- proposals ------------------------------------------------------------------------------
 
     async def find_step_proposal(self, run_id: str, task_id: str, step: int) -> Proposal | None:
-        query = select(t.proposals).where(
-            t.proposals.c.run_id == run_id,
-            t.proposals.c.task_id == task_id,
-            t.proposals.c.step == step,
-        )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+        params = {"b_run": run_id, "b_task": task_id, "b_step": step}
+        row = await self.read(lambda conn: conn.execute(_STEP_PROPOSAL, params).first())
         return None if row is None else _proposal(row._mapping)
 
     async def create_proposal(self, proposal: Proposal, *, step: int, tokens: int = 0) -> Proposal:
@@ -170,41 +196,40 @@ class Store(Leases, Journal):
         if proposal.status is ProposalStatus.PENDING and self.terms is not None:
             proposal = self.terms(proposal)
         values = {**proposal.model_dump(), **proposal.model_dump(mode="json", include=_JSON)}
-        async with self._write() as conn:
+
+        def create(conn: Connection) -> Proposal:
+            created = proposal
             # A step that was thinking when its run was cancelled must not leave a proposal
             # waiting in the inbox: it is recorded, as cancelled (`Swarm.cancel` marks the run
             # first, then its pending proposals, so one of the two always catches it).
-            run_status = await conn.scalar(
-                select(t.runs.c.status).where(t.runs.c.id == proposal.run_id)
-            )
-            if run_status == "cancelled" and proposal.status is ProposalStatus.PENDING:
-                proposal = proposal.model_copy(
+            run_status = conn.scalar(_RUN_STATUS, {"b_run": created.run_id})
+            if run_status == "cancelled" and created.status is ProposalStatus.PENDING:
+                created = created.model_copy(
                     update={"status": ProposalStatus.CANCELLED, "decided_at": self.clock()}
                 )
-                values.update(status=ProposalStatus.CANCELLED.value, decided_at=proposal.decided_at)
-            await conn.execute(insert(t.proposals).values(step=step, tokens=tokens, **values))
-            await self._event(
+                values.update(status=ProposalStatus.CANCELLED.value, decided_at=created.decided_at)
+            conn.execute(_INSERT_PROPOSAL, {**values, "step": step, "tokens": tokens})
+            self._event(
                 conn,
-                proposal.run_id,
+                created.run_id,
                 "act.auto" if auto else "proposal.created",
                 {
-                    "proposal_id": proposal.id,
-                    "task_id": proposal.task_id,
-                    "role": proposal.role,
-                    "kind": proposal.kind.value,
-                    "act": proposal.act,
-                    "title": proposal.title,
+                    "proposal_id": created.id,
+                    "task_id": created.task_id,
+                    "role": created.role,
+                    "kind": created.kind.value,
+                    "act": created.act,
+                    "title": created.title,
                     "tokens": tokens,
-                    **_terms_shown(proposal),
+                    **_terms_shown(created),
                 },
             )
-        return proposal
+            return created
+
+        return await self.write(create)
 
     async def get_proposal(self, proposal_id: str) -> Proposal:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(t.proposals).where(t.proposals.c.id == proposal_id))
-            ).first()
+        row = await self.read(lambda conn: conn.execute(_PROPOSAL, {"b_id": proposal_id}).first())
         if row is None:
             msg = f"no proposal with id {proposal_id!r}"
             raise ProposalNotFound(msg)
@@ -213,9 +238,22 @@ class Store(Leases, Journal):
     async def get_proposals(self, ids: Sequence[str]) -> dict[str, Proposal]:
         if not ids:
             return {}
-        query = select(t.proposals).where(t.proposals.c.id.in_(list(ids)))
-        async with self.engine.connect() as conn:
-            return {row.id: _proposal(row._mapping) for row in await conn.execute(query)}
+        rows = await self.read(lambda conn: conn.execute(_PROPOSALS, {"b_ids": list(ids)}).all())
+        return {row.id: _proposal(row._mapping) for row in rows}
+
+    async def run_status_and_decided(
+        self, run_id: str, proposal_ids: Sequence[str]
+    ) -> tuple[str, set[str]]:
+        """The run's status, and which of `proposal_ids` are no longer pending: what a run's
+        every superstep needs to know, in one read."""
+
+        def look(conn: Connection) -> tuple[str, set[str]]:
+            status = conn.execute(_RUN_STATUS, {"b_run": run_id}).scalar_one()
+            ids = {"b_ids": list(proposal_ids)}
+            decided = set(conn.execute(_DECIDED, ids).scalars()) if proposal_ids else set()
+            return status, decided
+
+        return await self.read(look, snapshot=bool(proposal_ids))
 
     async def list_proposals(
         self,
@@ -266,12 +304,11 @@ class Store(Leases, Journal):
                 query = query.where(column == value)
         if before is not None:
             query = query.where(tuple_(c.created_at, c.id) < tuple_(*before))
-        async with self.engine.connect() as conn:
-            return [_proposal(row._mapping) for row in await conn.execute(query)]
+        rows = await self.read(lambda conn: conn.execute(query).all())
+        return [_proposal(row._mapping) for row in rows]
 
     async def tokens_by_role(self, run_id: str | None = None) -> dict[str, int]:
-        async with self.engine.connect() as conn:
-            return await tokens_by_role(conn, run_id)
+        return await self.read(lambda conn: tokens_by_role(conn, run_id))
 
     async def decide(
         self,
@@ -286,51 +323,44 @@ class Store(Leases, Journal):
         """Compare-and-set: record the decision only if the proposal is still pending, and
         before its deadline (a late decision loses to the deadline even before a sweep)."""
         now = self.clock()
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(t.proposals)
-                .where(
-                    t.proposals.c.id == proposal_id,
-                    t.proposals.c.status == ProposalStatus.PENDING.value,
-                    _before_deadline(now),
-                )
-                .values(
-                    status=status.value,
-                    decided_at=now,
-                    decided_by=decided_by,
-                    feedback=feedback,
-                    decided_payload=decided_payload,
-                    approved_hash=approved_hash,
-                )
-            )
-            row = (
-                await conn.execute(select(t.proposals).where(t.proposals.c.id == proposal_id))
-            ).first()
+
+        def decide(conn: Connection) -> tuple[Proposal, bool]:
+            values = {
+                "status": status.value,
+                "decided_at": now,
+                "decided_by": decided_by,
+                "feedback": feedback,
+                "decided_payload": decided_payload,
+                "approved_hash": approved_hash,
+            }
+            result = conn.execute(_DECIDE, {"b_id": proposal_id, "b_now": now, **values})
+            row = conn.execute(_PROPOSAL, {"b_id": proposal_id}).first()
             if row is None:
                 msg = f"no proposal with id {proposal_id!r}"
                 raise ProposalNotFound(msg)
             current = _proposal(row._mapping)
             if result.rowcount == 0:
-                await self._refused(conn, current, decided_by, status.value)
+                self._refused(conn, current, decided_by, status.value)
             else:
-                await self._decided(conn, current, decided_by, feedback)
-        if result.rowcount == 0:
+                self._decided(conn, current, decided_by, feedback)
+            return current, result.rowcount > 0
+
+        current, recorded = await self.write(decide)
+        if not recorded:
             raise _already_decided(current)
         return current
 
-    async def _refused(
-        self, conn: AsyncConnection, current: Proposal, by: str, wanted: str, reason: str = ""
+    def _refused(
+        self, conn: Connection, current: Proposal, by: str, wanted: str, reason: str = ""
     ) -> None:
         if not reason:  # still pending: only its deadline can have refused the decision
             pending = current.status is ProposalStatus.PENDING
             reason = "past its deadline" if pending else f"already {current.status.value}"
         data = {"proposal_id": current.id, "by": by, "wanted": wanted, "reason": reason}
-        await self._event(conn, current.run_id, "decision.refused", data)
+        self._event(conn, current.run_id, "decision.refused", data)
 
-    async def _decided(
-        self, conn: AsyncConnection, current: Proposal, by: str, feedback: str | None
-    ) -> None:
-        await self._event(
+    def _decided(self, conn: Connection, current: Proposal, by: str, feedback: str | None) -> None:
+        self._event(
             conn,
             current.run_id,
             "proposal.decided",
@@ -344,7 +374,7 @@ class Store(Leases, Journal):
             },
         )
         # The run has work again; a restart resumes exactly the runs marked running.
-        await self._move_run(conn, current.run_id, "running", only_from="waiting")
+        self._move_run(conn, current.run_id, "running", only_from="waiting")
 
     async def approve(self, proposal_id: str, *, by: str) -> Proposal:
         """Record `by`'s approval of an act that needs a quorum; the approval that completes
@@ -352,13 +382,14 @@ class Store(Leases, Journal):
         once are both counted and one approver counts once (`AlreadyApproved` the second time).
         """
         now = self.clock()
-        refused: Exception | None = None
         this = t.proposals.c.id == proposal_id
         rows = select(t.proposals).where(this)
-        async with self._write() as conn:
+
+        def approve(conn: Connection) -> tuple[Proposal, Exception | None]:
+            refused: Exception | None = None
             # FOR UPDATE locks the row where the database has row locks; SQLite's write
             # transaction (BEGIN IMMEDIATE) already serialises every writer.
-            row = (await conn.execute(rows.with_for_update())).first()
+            row = conn.execute(rows.with_for_update()).first()
             if row is None:
                 msg = f"no proposal with id {proposal_id!r}"
                 raise ProposalNotFound(msg)
@@ -372,7 +403,7 @@ class Store(Leases, Journal):
                 refused = AlreadyApproved(f"{by} approved proposal {proposal_id} already ({count})")
             if refused is not None:
                 reason = "approved already" if isinstance(refused, AlreadyApproved) else ""
-                await self._refused(conn, current, by, "approved", reason)
+                self._refused(conn, current, by, "approved", reason)
             else:
                 approvals = [*current.approvals, Approval(by=by, at=now)]
                 values: dict[str, Any] = {
@@ -387,13 +418,16 @@ class Store(Leases, Journal):
                         decided_payload=current.payload,
                         approved_hash=current.payload_hash,
                     )
-                await conn.execute(update(t.proposals).where(this).values(**values))
-                current = _proposal((await conn.execute(rows)).one()._mapping)
+                conn.execute(update(t.proposals).where(this).values(**values))
+                current = _proposal(conn.execute(rows).one()._mapping)
                 tally = {"by": by, "approvals": len(approvals), "required": quorum.required}
                 data = {**_about(current), **tally}
-                await self._event(conn, current.run_id, "approval.recorded", data)
+                self._event(conn, current.run_id, "approval.recorded", data)
                 if reached:
-                    await self._decided(conn, current, current.decided_by or by, None)
+                    self._decided(conn, current, current.decided_by or by, None)
+            return current, refused
+
+        current, refused = await self.write(approve)
         if refused is not None:
             raise refused
         return current
@@ -403,41 +437,47 @@ class Store(Leases, Journal):
     async def due_proposals(self, now: datetime, *, limit: int = 500) -> list[Proposal]:
         """Pending proposals whose deadline, then those whose reminder, is at or before `now`."""
         c = t.proposals.c
+        # One query per time column, each a range of its (status, time) index: an OR of
+        # the two would read every pending proposal.
+        queries = [
+            select(t.proposals)
+            .where(c.status == ProposalStatus.PENDING.value, column <= now)
+            .order_by(column, c.id)
+            .limit(limit)
+            for column in (c.expires_at, c.remind_at)
+        ]
+        rows = await self.read(
+            lambda conn: [row for q in queries for row in conn.execute(q)], snapshot=True
+        )
         found: dict[str, Proposal] = {}
-        async with self.engine.connect() as conn:
-            # One query per time column, each a range of its (status, time) index: an OR of
-            # the two would read every pending proposal.
-            for column in (c.expires_at, c.remind_at):
-                query = (
-                    select(t.proposals)
-                    .where(c.status == ProposalStatus.PENDING.value, column <= now)
-                    .order_by(column, c.id)
-                    .limit(limit)
-                )
-                for row in await conn.execute(query):
-                    found.setdefault(row.id, _proposal(row._mapping))
+        for row in rows:
+            found.setdefault(row.id, _proposal(row._mapping))
         return list(found.values())
 
     async def remind(self, proposal: Proposal) -> bool:
         """Record the reminder of `proposal`'s deadline once: False if it was sent already."""
         c = t.proposals.c
-        async with self._write() as conn:
-            changed = await conn.execute(
+
+        def remind(conn: Connection) -> bool:
+            changed = conn.execute(
                 update(t.proposals)
                 .where(_unchanged(proposal), c.remind_at == proposal.remind_at)
                 .values(remind_at=None)
             )
             if changed.rowcount:
                 data = {**_about(proposal), **_terms_shown(proposal), "to": proposal.escalated_to}
-                await self._event(conn, proposal.run_id, "proposal.reminder", data)
-        return bool(changed.rowcount)
+                self._event(conn, proposal.run_id, "proposal.reminder", data)
+            return bool(changed.rowcount)
+
+        return await self.write(remind)
 
     async def expire(self, proposal: Proposal, *, reason: str) -> bool:
         """Compare-and-set: `proposal` expires if it is still pending on the deadline seen and
         that deadline has passed. False when a decision, or another sweeper, came first."""
         now = self.clock()
-        async with self._write() as conn:
-            changed = await conn.execute(
+
+        def expire(conn: Connection) -> bool:
+            changed = conn.execute(
                 update(t.proposals)
                 .where(_unchanged(proposal), t.proposals.c.expires_at <= now)
                 .values(
@@ -450,16 +490,19 @@ class Store(Leases, Journal):
             )
             if changed.rowcount:
                 data = {**_about(proposal), "reason": reason}
-                await self._event(conn, proposal.run_id, "proposal.expired", data)
-                await self._move_run(conn, proposal.run_id, "running", only_from="waiting")
-        return bool(changed.rowcount)
+                self._event(conn, proposal.run_id, "proposal.expired", data)
+                self._move_run(conn, proposal.run_id, "running", only_from="waiting")
+            return bool(changed.rowcount)
+
+        return await self.write(expire)
 
     async def escalate(
         self, proposal: Proposal, *, to: str, expires_at: datetime, remind_at: datetime | None
     ) -> bool:
         """Compare-and-set: hand `proposal` to the deciders of `to`, with a new deadline."""
-        async with self._write() as conn:
-            changed = await conn.execute(
+
+        def escalate(conn: Connection) -> bool:
+            changed = conn.execute(
                 update(t.proposals)
                 .where(_unchanged(proposal))
                 .values(escalated_to=to, expires_at=expires_at, remind_at=remind_at)
@@ -467,12 +510,14 @@ class Store(Leases, Journal):
             if changed.rowcount:
                 data = {"from": proposal.escalated_to or proposal.role, "to": to}
                 data = {**_about(proposal), **data, "expires_at": expires_at.isoformat()}
-                await self._event(conn, proposal.run_id, "proposal.escalated", data)
-        return bool(changed.rowcount)
+                self._event(conn, proposal.run_id, "proposal.escalated", data)
+            return bool(changed.rowcount)
+
+        return await self.write(escalate)
 
     async def cancel_pending(self, run_id: str, *, by: str) -> int:
-        async with self._write() as conn:
-            result = await conn.execute(
+        def cancel(conn: Connection) -> int:
+            result = conn.execute(
                 update(t.proposals)
                 .where(
                     t.proposals.c.run_id == run_id,
@@ -482,7 +527,9 @@ class Store(Leases, Journal):
                     status=ProposalStatus.CANCELLED.value, decided_at=self.clock(), decided_by=by
                 )
             )
-        return int(result.rowcount)
+            return int(result.rowcount)
+
+        return await self.write(cancel)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -492,26 +539,21 @@ class Store(Leases, Journal):
         query = select(t.events).where(t.events.c.id > after).order_by(t.events.c.id).limit(limit)
         if run_id is not None:
             query = query.where(t.events.c.run_id == run_id)
-        async with self.engine.connect() as conn:
-            return [_record(Event, row._mapping) for row in await conn.execute(query)]
+        rows = await self.read(lambda conn: conn.execute(query).all())
+        return [_record(Event, row._mapping) for row in rows]
 
 
-async def tokens_by_role(conn: AsyncConnection, run_id: str | None = None) -> dict[str, int]:
+def tokens_by_role(conn: Connection, run_id: str | None = None) -> dict[str, int]:
     """Tokens spent per role (in one run, or in all), summed by the database."""
     c = t.proposals.c
     query = select(c.role, func.sum(c.tokens)).group_by(c.role)
     if run_id is not None:
         query = query.where(c.run_id == run_id)
-    return {role: int(total or 0) for role, total in await conn.execute(query)}
+    return {role: int(total or 0) for role, total in conn.execute(query)}
 
 
 _JSON = {"quorum", "approvals"}
 """Proposal fields kept as JSON that hold datetimes or models: dumped as JSON-ready data."""
-
-
-def _before_deadline(now: datetime) -> ColumnElement[bool]:
-    c = t.proposals.c
-    return or_(c.expires_at.is_(None), c.expires_at > now)
 
 
 def _past_deadline(proposal: Proposal, now: datetime) -> bool:

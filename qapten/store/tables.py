@@ -99,3 +99,17 @@ tool_calls = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
 )
+
+# What each task has learnt (qapten/store/notes.py): kept here, not in the checkpointed board.
+notes = Table(
+    "qapten_notes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # the order of learning
+    Column("run_id", String(40), nullable=False),
+    Column("task_id", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # A step replayed after a crash writes the same key again: it must not add a second note.
+    UniqueConstraint("run_id", "task_id", "key", name="uq_qapten_notes_key"),
+)

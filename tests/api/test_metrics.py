@@ -100,12 +100,10 @@ async def test_metrics_count_what_the_database_holds(make_swarm: SwarmFactory) -
     human = [p for p in decided if p.decided_by == "alice" and p.status != "cancelled"]
     for proposal, seconds in zip(human[:2], (90, 7200), strict=True):
         decided_at = proposal.created_at + timedelta(seconds=seconds)
-        async with swarm.store.engine.begin() as conn:
-            await conn.execute(
-                update(t.proposals)
-                .where(t.proposals.c.id == proposal.id)
-                .values(decided_at=decided_at)
-            )
+        change = (
+            update(t.proposals).where(t.proposals.c.id == proposal.id).values(decided_at=decided_at)
+        )
+        await swarm.store.write(lambda conn, change=change: conn.execute(change))
 
     metrics = await get_metrics(swarm)
 

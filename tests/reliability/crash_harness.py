@@ -59,10 +59,10 @@ from typing import Any, overload
 
 import httpx
 from fastapi import FastAPI
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from qapten import Swarm, ToolContext
 from qapten.api import ApiSettings, create_app
+from qapten.checkpoints import InlineSqliteSaver
 from qapten.proposals import AUTO_DECIDER, Proposal
 from qapten.store import Store
 from qapten.testing import RecordedCall, ScriptedChatModel, ask, delegate, deliver, use
@@ -186,19 +186,22 @@ def _install_hooks() -> None:
         return decided
 
     Store.decide = decide_then_die  # type: ignore[method-assign]
-    for name in ("aput", "aput_writes"):
-        setattr(AsyncSqliteSaver, name, _dying_write(name, getattr(AsyncSqliteSaver, name)))
+    for name in ("put", "put_writes"):
+        setattr(InlineSqliteSaver, name, _dying_write(name, getattr(InlineSqliteSaver, name)))
 
 
 def _dying_write(name: str, write: Any) -> Any:
-    async def hooked(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+    def hooked(self: InlineSqliteSaver, *args: Any, **kwargs: Any) -> Any:
         if _switch.due("checkpoint"):
-            # The INSERT runs; the process dies when the write asks for its COMMIT.
-            async def commit() -> None:
-                _switch.die(name)
+            # The INSERT runs; the process dies when the write would COMMIT.
+            @contextlib.contextmanager
+            def cursor_dying_at_commit(transaction: bool = True) -> Iterator[sqlite3.Cursor]:
+                with self.lock:
+                    yield self.conn.cursor()
+                    _switch.die(name)
 
-            self.conn.commit = commit  # type: ignore[method-assign]
-        return await write(self, *args, **kwargs)
+            self.cursor = cursor_dying_at_commit  # type: ignore[method-assign]
+        return write(self, *args, **kwargs)
 
     return hooked
 

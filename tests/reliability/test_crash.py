@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from qapten import ProposalStatus, Swarm
+from qapten.driver import run_config
 from qapten.testing import ScriptedChatModel, delegate
 
 from ..conftest import ORG
@@ -82,24 +83,17 @@ async def test_a_decision_landing_as_the_run_parks_keeps_it_running(db: str) -> 
         [plan] = await swarm.pending(run.id)
         store = swarm.store
         await store.set_run_status(run.id, "running")  # as while a step is being advanced
-        read = store.get_proposals
-
-        async def read_then_decide(ids: list[str]) -> dict[str, object]:
-            found = await read(ids)  # the run reads its proposal as pending...
-            await store.decide(  # ...and a decision lands before it parks
-                plan.id,
-                status=ProposalStatus.APPROVED,
-                decided_by="alice",
-                decided_payload=plan.payload,
-                approved_hash=plan.payload_hash,
-            )
-            return dict(found)
-
-        store.get_proposals = read_then_decide  # type: ignore[assignment]
-        try:
-            again = await swarm._driver._settle(run.id)
-        finally:
-            del store.get_proposals
+        _, graph, _ = await swarm._ready()
+        # The board as `dispatch` left it, having read the plan as pending...
+        board = (await graph.aget_state(run_config(run.id))).values
+        await store.decide(  # ...and a decision lands before the run parks
+            plan.id,
+            status=ProposalStatus.APPROVED,
+            decided_by="alice",
+            decided_payload=plan.payload,
+            approved_hash=plan.payload_hash,
+        )
+        again = await swarm._driver._settle(run.id, board)
         # Parked anyway, a crash right now would leave it asleep: restarts resume running runs.
         assert again
         assert (await swarm.run(run.id)).status == "running"

@@ -1,0 +1,73 @@
+"""LangGraph's SQLite checkpointer, called right on the event loop.
+
+`SqliteSaver` holds the SQL and the serialisation; its async twin, `AsyncSqliteSaver`, sends
+every statement and commit through aiosqlite's thread and back. Qapten's store runs SQLite on
+the event loop (see `qapten.store.base.StoreBase`), so the checkpointer does too: a checkpoint
+of a local file is written in less time than the hand-offs take, and since every transaction of
+the process then runs whole on one thread, none waits for a lock that another holds halfway.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import CheckpointTuple as Tuple
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+
+class InlineSqliteSaver(SqliteSaver):
+    """`SqliteSaver` whose async methods (the ones an async graph calls) run inline."""
+
+    async def aget_tuple(self, config: RunnableConfig) -> Tuple | None:
+        return self.get_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Tuple]:
+        for item in self.list(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self.put_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self.delete_thread(thread_id)
+
+
+def open_checkpointer(path: str) -> InlineSqliteSaver:
+    """The checkpointer of the SQLite file at `path`, set up as the store sets its own
+    connections (WAL, commits without fsync, writers queueing for the lock)."""
+    connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        saver = InlineSqliteSaver(connection)
+        saver.setup()
+    except BaseException:
+        connection.close()
+        raise
+    return saver
