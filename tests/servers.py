@@ -29,8 +29,10 @@ def running_server(
     env: dict[str, str] | None = None,
     cwd: Path = ROOT,
     timeout: float = 30,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Iterator[str]:
-    """Run `command(port)`; yield the server's URL once /api/v1/healthz answers.
+    """Run `command(port)`; yield the server's URL once /api/v1/healthz answers (`started`, if
+    given, is told of the process first: the benchmarks read its memory).
 
     The process is stopped when the block ends, whatever happens. Its output goes to `log`: a
     pipe that nobody reads could fill up and stall the server.
@@ -45,6 +47,8 @@ def running_server(
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    if started is not None:
+        started(proc)
     try:
         deadline = time.monotonic() + timeout
         while True:
