@@ -9,12 +9,11 @@ whose answers depend only on what the role was shown, so concurrent runs can sha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from qapten import OrgChart
-from qapten.testing import RecordedCall, ScriptedChatModel, delegate, deliver, use
+from qapten.testing import Endless, RecordedCall, ScriptedChatModel, delegate, deliver, use
 
 ORG_DIR = Path(__file__).resolve().parent / "org"
 WORKERS = ("cto", "marketcom", "support")
@@ -67,21 +66,5 @@ def answer(call: RecordedCall) -> dict[str, Any]:
     return use("note", text=f"{call.role}: first draft of the work.")
 
 
-class Endless(Sequence[Any]):
-    """The same answer for as many calls as come: the scripted model's script, never exhausted."""
-
-    def __len__(self) -> int:
-        return 2**62
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            raise TypeError("an endless script cannot be sliced")
-        return answer
-
-
 def model() -> ScriptedChatModel:
-    return ScriptedChatModel({role: Endless() for role in ("ceo", *WORKERS)})
+    return ScriptedChatModel({role: Endless(answer) for role in ("ceo", *WORKERS)})

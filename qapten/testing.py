@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -52,6 +52,26 @@ def deliver(result: str) -> dict[str, Any]:
 def ask(question: str) -> dict[str, Any]:
     """A scripted question to the human."""
     return use("ask_human", question=question)
+
+
+class Endless(Sequence[Response]):
+    """A script that gives the same answer to every call, as many as come: with a callable
+    answer that reads the prompt, any number of runs at once can share one scripted model."""
+
+    def __init__(self, answer: Response) -> None:
+        self._answer = answer
+
+    def __len__(self) -> int:
+        return 2**62
+
+    @overload
+    def __getitem__(self, index: int) -> Response: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Response]: ...
+    def __getitem__(self, index: int | slice) -> Response | Sequence[Response]:
+        if isinstance(index, slice):
+            raise TypeError("an endless script cannot be sliced")
+        return self._answer
 
 
 @dataclass

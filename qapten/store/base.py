@@ -70,11 +70,6 @@ class ToolCall:
     finished_at: datetime | None
 
 
-def sqlalchemy_url(db: str) -> str:
-    """The SQLAlchemy URL of the user's database URL (``sqlite:///file.db`` as it is)."""
-    return db
-
-
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; busy_timeout makes writers queue instead of failing.
     # The driver's own transaction handling is turned off: the store says BEGIN itself
@@ -114,7 +109,7 @@ class StoreBase:
 
     @classmethod
     async def open(cls, db: str, *, clock: Clock = utcnow, offload: bool | None = None) -> Self:
-        engine = create_engine(sqlalchemy_url(db), pool_size=POOL_THREADS)
+        engine = create_engine(db, pool_size=POOL_THREADS)  # the user's URL is SQLAlchemy's
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine, clock=clock, offload=offload)

@@ -39,7 +39,6 @@ _RUN = select(t.runs).where(t.runs.c.id == bindparam("b_run"))
 _RUN_STATUS = select(t.runs.c.status).where(t.runs.c.id == bindparam("b_run"))
 _INSERT_RUN = insert(t.runs)
 _PROPOSAL = select(t.proposals).where(t.proposals.c.id == bindparam("b_id"))
-_PROPOSALS = select(t.proposals).where(t.proposals.c.id.in_(bindparam("b_ids", expanding=True)))
 _DECIDED = select(t.proposals.c.id).where(
     t.proposals.c.id.in_(bindparam("b_ids", expanding=True)),
     t.proposals.c.status != ProposalStatus.PENDING.value,
@@ -234,12 +233,6 @@ class Store(Leases, Journal, Notes):
             msg = f"no proposal with id {proposal_id!r}"
             raise ProposalNotFound(msg)
         return _proposal(row._mapping)
-
-    async def get_proposals(self, ids: Sequence[str]) -> dict[str, Proposal]:
-        if not ids:
-            return {}
-        rows = await self.read(lambda conn: conn.execute(_PROPOSALS, {"b_ids": list(ids)}).all())
-        return {row.id: _proposal(row._mapping) for row in rows}
 
     async def run_status_and_decided(
         self, run_id: str, proposal_ids: Sequence[str]

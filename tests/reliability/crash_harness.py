@@ -55,7 +55,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -65,7 +65,7 @@ from qapten.api import ApiSettings, create_app
 from qapten.checkpoints import InlineSqliteSaver
 from qapten.proposals import AUTO_DECIDER, Proposal
 from qapten.store import Store
-from qapten.testing import RecordedCall, ScriptedChatModel, ask, delegate, deliver, use
+from qapten.testing import Endless, RecordedCall, ScriptedChatModel, ask, delegate, deliver, use
 
 from ..servers import ROOT, free_port
 
@@ -153,23 +153,6 @@ def answer(call: RecordedCall) -> dict[str, Any]:
     return (
         deliver(f"{role} done") if "You called" in prompt else use(TOOL, text=f"{mission} {role}")
     )
-
-
-class Endless(Sequence[Any]):
-    """A script of one callable answer, as long as anyone will ask."""
-
-    def __init__(self, item: Any) -> None:
-        self._item = item
-
-    def __len__(self) -> int:
-        return 10**9
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        return self._item
 
 
 def _install_hooks() -> None:
