@@ -1,4 +1,5 @@
-"""LangGraph's SQLite checkpointer, called right on the event loop.
+"""LangGraph's checkpointers as Qapten opens them: SQLite's called right on the event loop, and
+PostgreSQL's over a connection pool.
 
 `SqliteSaver` holds the SQL and the serialisation; its async twin, `AsyncSqliteSaver`, sends
 every statement and commit through aiosqlite's thread and back. Qapten's store runs SQLite on
@@ -10,13 +11,20 @@ the process then runs whole on one thread, none waits for a lock that another ho
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.base import CheckpointTuple as Tuple
 from langgraph.checkpoint.sqlite import SqliteSaver
+
+SETUP_LOCK = (
+    0x5141_5054_4350  # the PostgreSQL advisory lock held while checkpoint tables are set up
+)
+
+if TYPE_CHECKING:  # the postgres extra
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 
 class InlineSqliteSaver(SqliteSaver):
@@ -71,3 +79,34 @@ def open_checkpointer(path: str) -> InlineSqliteSaver:
         connection.close()
         raise
     return saver
+
+
+async def open_postgres_checkpointer(
+    conninfo: str, *, max_connections: int = 10
+) -> tuple[AsyncPostgresSaver, Callable[[], Awaitable[None]]]:
+    """LangGraph's PostgreSQL checkpointer over a pool of connections to `conninfo`, with its
+    tables set up; and the function that closes the pool."""
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    # The settings LangGraph's saver expects of its connections (see its from_conn_string).
+    settings = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo, min_size=1, max_size=max_connections, kwargs=settings, open=False
+    )
+    await pool.open(wait=True, timeout=30)
+    try:
+        saver = AsyncPostgresSaver(pool)
+        # Servers and workers starting together would race through LangGraph's migrations:
+        # they take turns under a lock held on a connection of their own.
+        async with pool.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+            try:
+                await saver.setup()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+    except BaseException:
+        await pool.close()
+        raise
+    return saver, pool.close

@@ -52,6 +52,15 @@ class RunDriver:
                 return
             await asyncio.wait(busy)
 
+    async def stop(self, run_id: str) -> None:
+        """Stop advancing `run_id` now (its lease is released as the task unwinds)."""
+        self._again.discard(run_id)
+        running = self._advancing.get(run_id)
+        if running is not None and not running.done():
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
     def kick(self, run_id: str) -> None:
         """Advance `run_id` in the background (once more, if it is being advanced already)."""
         running = self._advancing.get(run_id)

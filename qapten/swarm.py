@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
@@ -61,6 +61,9 @@ from qapten.store import FINISHED_RUN, Event, Run, Store, ToolCall
 from qapten.tools import BUILTIN_TOOLS, Tool, resolve_tool_ref, tool_from_callable
 from qapten.workspace import Workspace
 
+if TYPE_CHECKING:
+    from qapten.queue import RunQueue
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,6 +74,8 @@ class Swarm:
     Close it with `await swarm.close()` or use ``async with swarm:``. `clock` (returning aware
     UTC datetimes) replaces the real one for every time recorded and every deadline, in tests;
     `sweep_interval` is how often deadlines are applied in the background (None: never).
+    With a `queue` (PostgreSQL), `qapten worker` processes advance the runs instead of this
+    process; `team` names the swarm's org chart to them when they serve several.
     """
 
     def __init__(
@@ -86,9 +91,15 @@ class Swarm:
         callbacks: Sequence[BaseCallbackHandler] = (),
         clock: Callable[[], datetime] | None = None,
         sweep_interval: float | None = 5.0,
+        queue: RunQueue | None = None,
+        team: str = "",
     ) -> None:
         self.chart = chart
         self.db = db
+        self.team = team
+        # With a queue, runs are advanced by `qapten worker` processes (qapten.queue): this
+        # process records changes and enqueues the runs they concern. Without, it advances them.
+        self.queue = queue
         self.lease_ttl = lease_ttl
         self._tools = {**BUILTIN_TOOLS, **{t.name: t for t in map(_as_tool, tools)}}
         self._max_output_retries = max_output_retries
@@ -107,6 +118,7 @@ class Swarm:
         }
         self._embedded = embedded_model() if uses_embedded(chart, model) else None
         self._embedded_started = False
+        self._embedded_lock = asyncio.Lock()
         self._graph_builder = build_graph(chart)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')}"
         self._open_lock = asyncio.Lock()
@@ -167,9 +179,10 @@ class Swarm:
                 try:
                     storage = await open_storage(self.db)
                     try:
-                        if self._embedded is not None and not self._embedded_started:
-                            await self._embedded.start()
-                            self._embedded_started = True
+                        # With a queue, workers call the model: a server that only records
+                        # and enqueues never starts it (a worker's swarm does, in `advance`).
+                        if self.queue is None:
+                            await self._start_embedded()
                     except BaseException:
                         await storage.close()
                         raise
@@ -194,6 +207,12 @@ class Swarm:
                     self._sweeper.start()
         assert self._store is not None and self._context is not None
         return self._store, self._graph, self._context
+
+    async def _start_embedded(self) -> None:
+        async with self._embedded_lock:
+            if self._embedded is not None and not self._embedded_started:
+                await self._embedded.start()
+                self._embedded_started = True
 
     async def open(self) -> None:
         """Open the database now (otherwise the first call does). Idempotent."""
@@ -247,7 +266,7 @@ class Swarm:
             raise ValueError(msg)
         store, _, _ = await self._ready()
         run = await store.create_run(new_id("r"), self.chart.name, mission.strip())
-        self._driver.kick(run.id)
+        await self._kick(run.id)
         return run
 
     async def pending(self, run_id: str | None = None, *, settle: bool = True) -> list[Proposal]:
@@ -288,7 +307,7 @@ class Swarm:
         if proposal.quorum is not None and isinstance(chosen, Approve):
             approved = await store.approve(proposal_id, by=by)
             if approved.status is not ProposalStatus.PENDING:
-                self._driver.kick(approved.run_id)
+                await self._kick(approved.run_id)
             return approved
         fields: dict[str, Any] = {}
         match chosen:
@@ -305,7 +324,7 @@ class Swarm:
         decided = await store.decide(
             proposal_id, status=DECISION_STATUS[chosen.decision], decided_by=by, **fields
         )
-        self._driver.kick(decided.run_id)
+        await self._kick(decided.run_id)
         return decided
 
     def _validate_edit(self, proposal: Proposal, payload: dict[str, Any]) -> dict[str, Any]:
@@ -325,7 +344,7 @@ class Swarm:
         if not self._deadlines:
             return  # a chart without deadlines has nothing to expire: no query on each decision
         for run_id in await apply_deadlines(store, self.chart):
-            self._driver.kick(run_id)
+            await self._kick(run_id)
 
     async def cancel(self, run_id: str, *, by: str = "human") -> Run:
         """Stop a run: its pending proposals are cancelled and no further step starts."""
@@ -365,7 +384,7 @@ class Swarm:
             await store.retry_run(run_id, by=by, tasks=list(patches))
         finally:
             await store.release_lease(run_id, owner, token)
-        self._driver.kick(run_id)
+        await self._kick(run_id)
         return await store.get_run(run_id)
 
     async def run(self, run_id: str) -> Run:
@@ -429,7 +448,7 @@ class Swarm:
     async def resume(self, run_id: str) -> None:
         """Advance a run now: after a restart, or to pick up decisions made by another process."""
         await self._ready()
-        self._driver.kick(run_id)
+        await self._kick(run_id)
 
     async def resume_all(self) -> list[str]:
         """Advance every run that has work in hand (status ``running``), e.g. after a crash.
@@ -440,8 +459,27 @@ class Swarm:
         store, _, _ = await self._ready()
         runs = [run.id for run in await store.list_runs("running")]
         for run_id in runs:
-            self._driver.kick(run_id)
+            await self._kick(run_id)
         return runs
+
+    async def advance(self, run_id: str) -> None:
+        """Advance `run_id` in this process until it waits for a human or ends (what a worker
+        does with a job of the queue). Cancelled, it stops the run between two writes, with its
+        lease released, for another process to take up."""
+        await self._ready()
+        await self._start_embedded()
+        self._driver.kick(run_id)
+        try:
+            await self._driver.idle(run_id)
+        except asyncio.CancelledError:
+            await self._driver.stop(run_id)
+            raise
+
+    async def _kick(self, run_id: str) -> None:
+        if self.queue is not None:
+            await self.queue.enqueue(self.team, run_id)
+        else:
+            self._driver.kick(run_id)
 
     async def idle(self, run_id: str | None = None) -> None:
         """Wait until this process has no step in flight (for `run_id`, or for any run)."""

@@ -11,8 +11,10 @@ can assert what each role was shown. It never touches the network::
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +100,8 @@ class ScriptedChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    latency: float = 0.0
+    """Seconds each call takes, as a remote model's would (benchmarks of many workers)."""
     # Typed `Any` so pydantic keeps the answers as given (it would coerce strings to messages).
     script: Any = Field(default_factory=list)
     calls: list[RecordedCall] = Field(default_factory=list)
@@ -111,8 +115,27 @@ class ScriptedChatModel(BaseChatModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> ScriptedChatModel:
-        """Load a JSON script: ``{"ceo": [{"tool": "delegate", "args": {...}}, ...], ...}``."""
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Load a JSON script: ``{"ceo": [{"tool": "delegate", "args": {...}}, ...], ...}``.
+
+        A role may instead answer by rules, for any number of calls and runs at once (several
+        processes can share such a script): ``{"ceo": {"rules": [{"if_prompt_contains":
+        "Result from", "then": ANSWER}, {"then": ANSWER}]}}``; the first rule whose text is
+        in the prompt answers. ``{"latency_ms": 50, "script": {...}}`` makes each call take
+        that long.
+        """
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        latency = 0.0
+        if isinstance(data, Mapping) and "script" in data:
+            latency = float(data.get("latency_ms", 0)) / 1000
+            data = data["script"]
+        if isinstance(data, Mapping):
+            data = {
+                role: Endless(_by_rules(role, answers["rules"]))
+                if isinstance(answers, Mapping) and "rules" in answers
+                else answers
+                for role, answers in data.items()
+            }
+        return cls(data, latency=latency)
 
     @property
     def _llm_type(self) -> str:
@@ -208,6 +231,8 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if self.latency:
+            time.sleep(self.latency)
         message = self._next(self._role(run_manager), messages, kwargs.get("tools", []))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -218,5 +243,21 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         message = self._next(self._role(run_manager), messages, kwargs.get("tools", []))
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _by_rules(role: str, rules: Sequence[Mapping[str, Any]]) -> Callable[[RecordedCall], Any]:
+    """The answer function of a role's rules (see `ScriptedChatModel.from_file`)."""
+
+    def answer(call: RecordedCall) -> Any:
+        for rule in rules:
+            needle = rule.get("if_prompt_contains")
+            if needle is None or str(needle) in call.prompt:
+                return rule["then"]
+        msg = f"no rule of role {role!r} matches its call: {call.prompt[-200:]!r}"
+        raise ScriptExhausted(msg)
+
+    return answer

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,53 @@ import yaml
 
 from qapten import Swarm
 from qapten.testing import ScriptedChatModel
+from tests.postgres import Cluster, running_cluster
+from tests.postgres import available as postgres_available
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG = ROOT / "agents" / "org.yaml"
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test on a database runs on both, unless marked sqlite_only (it looks inside the
+    # SQLite file itself).
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("backend", BACKENDS[:1] if only else BACKENDS)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the whole session (made and deleted by tests/postgres)."""
+    reason = postgres_available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(autouse=True)
+def _workspaces_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Swarms on PostgreSQL keep run workspaces in $QAPTEN_WORKSPACES: never in the checkout.
+    monkeypatch.setenv("QAPTEN_WORKSPACES", str(tmp_path / "workspaces"))
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> str:
+def backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty database of the test's backend."""
+    if backend == "postgresql":
+        cluster: Cluster = request.getfixturevalue("postgres")
+        return cluster.new_database()
     return f"sqlite:///{tmp_path / 'qapten.db'}"
 
 

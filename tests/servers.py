@@ -65,9 +65,33 @@ def running_server(
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
+
+
+@contextmanager
+def running_process(
+    command: list[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` (a process that serves no HTTP, like a worker) until the block ends; its
+    output goes to `log`. It is stopped (SIGTERM, then SIGKILL) unless it has exited already."""
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], *, grace: float = 10) -> None:
+    """SIGTERM `proc` (unless it has exited), then SIGKILL it if it is still there after `grace`
+    seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from qapten import ProposalStatus, Swarm
+from qapten.storage import engine_url
 from qapten.testing import ScriptedChatModel, delegate, deliver
 
 from .conftest import ORG, ROOT, write_org
@@ -89,10 +91,12 @@ def test_sigkill_inside_a_tool_applies_the_effect_once(tmp_path: Path, db: str) 
 
 
 def _only_run_id(db: str) -> str:
-    import sqlite3
-
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
-        [(run_id,)] = conn.execute("select id from qapten_runs").fetchall()
+    engine = create_engine(engine_url(db))
+    try:
+        with engine.connect() as conn:
+            [(run_id,)] = conn.execute(text("select id from qapten_runs")).fetchall()
+    finally:
+        engine.dispose()
     return str(run_id)
 
 

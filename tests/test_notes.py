@@ -7,6 +7,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from qapten import Answer, OrgChart, Reject, Swarm
 from qapten.store import Store
 from qapten.store.notes import Note, report_key, step_key
@@ -31,6 +33,7 @@ def _notes(tasks: list[Any]) -> dict[str, list[str]]:
     return {task["id"]: task["notes"] for task in tasks}
 
 
+@pytest.mark.sqlite_only  # it deletes LangGraph's SQLite checkpoints by hand
 async def test_a_replayed_run_adds_no_note_twice(db: str) -> None:
     model = ScriptedChatModel(
         {

@@ -3,8 +3,8 @@ JSON API inside another FastAPI app, `add_limits(app, settings)` to guard the ap
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
@@ -12,12 +12,20 @@ from qapten.api.auth import TokenBook
 from qapten.api.deps import ApiContext
 from qapten.api.limits import add_limits
 from qapten.api.routes import events, metrics, org, proposals, runs
-from qapten.api.settings import ApiSettings
+from qapten.api.settings import ApiSettings, TokenSpec
 from qapten.swarm import Swarm
 
 API_PREFIX = "/api/v1"
 
-__all__ = ["API_PREFIX", "ApiSettings", "add_limits", "create_app", "lifespan", "router"]
+__all__ = [
+    "API_PREFIX",
+    "ApiSettings",
+    "add_limits",
+    "create_app",
+    "create_teams_app",
+    "lifespan",
+    "router",
+]
 
 
 @asynccontextmanager
@@ -34,14 +42,21 @@ async def lifespan(swarm: Swarm) -> AsyncIterator[None]:
         await swarm.close()
 
 
-def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
+def router(
+    swarm: Swarm,
+    settings: ApiSettings | None = None,
+    *,
+    tokens: Iterable[TokenSpec] | None = None,
+) -> APIRouter:
     """The JSON API over `swarm`, to include in any FastAPI app (open the swarm in its lifespan).
 
-    The router brings no body size, rate or CORS limits: those are middlewares of the whole app,
-    which the host owns. ``add_limits(app, settings, api_prefix=...)`` installs Qapten's.
+    `tokens` are the ones it accepts (by default, every token of `settings`). The router brings
+    no body size, rate or CORS limits: those are middlewares of the whole app, which the host
+    owns. ``add_limits(app, settings, api_prefix=...)`` installs Qapten's.
     """
     settings = settings or ApiSettings.load()
-    context = ApiContext(swarm=swarm, settings=settings, tokens=TokenBook(settings.all_tokens()))
+    book = TokenBook(settings.all_tokens() if tokens is None else tokens)
+    context = ApiContext(swarm=swarm, settings=settings, tokens=book)
 
     # Dependencies are `async def` although they never wait: FastAPI runs a plain `def` one in
     # a worker thread, a hop to a thread and back on every request for a one-line function.
@@ -54,9 +69,15 @@ def router(swarm: Swarm, settings: ApiSettings | None = None) -> APIRouter:
     return api
 
 
-def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    swarm: Swarm,
+    settings: ApiSettings | None = None,
+    *,
+    tokens: Iterable[TokenSpec] | None = None,
+    opens_swarm: bool = True,
+) -> FastAPI:
     """A FastAPI app serving the API under /api/v1 and the web inbox at /; it opens and closes
-    `swarm` with itself.
+    `swarm` with itself (unless not `opens_swarm`: then whoever mounts it does).
 
     It is guarded by `add_limits`: bodies over ``settings.max_body_bytes`` get 413, callers over
     ``settings.rate_limit`` get 429 with ``Retry-After``, and CORS is off unless
@@ -67,12 +88,43 @@ def create_app(swarm: Swarm, settings: ApiSettings | None = None) -> FastAPI:
         title=f"Qapten — {swarm.chart.name}",
         summary="Approve, reject, edit or answer what the agents propose.",
         version="1",
-        lifespan=lambda _app: lifespan(swarm),
+        lifespan=(lambda _app: lifespan(swarm)) if opens_swarm else None,
     )
-    app.include_router(router(swarm, settings), prefix=API_PREFIX)
+    app.include_router(router(swarm, settings, tokens=tokens), prefix=API_PREFIX)
     # Imported here: the web inbox is a client of this API and is only served by a whole app.
     from qapten.web import web_router
 
     app.include_router(web_router(api_prefix=API_PREFIX))
     add_limits(app, settings, api_prefix=API_PREFIX)
+    return app
+
+
+def create_teams_app(swarms: Mapping[str, Swarm], settings: ApiSettings | None = None) -> FastAPI:
+    """One app for a deployment of several teams (qapten.teams), at the same URLs as
+    `create_app`: the bearer token says which team a request is for.
+
+    Each team has an app of its own that knows only its swarm and its tokens, so a token of
+    one team reaches nothing of another (an id of another team's run is a 404). Requests
+    without a known token (the inbox's pages, ``/healthz``, refusals) are answered by the
+    first team's app. The app opens and closes every swarm with itself.
+    """
+    from qapten.api.teams import TeamRouting
+
+    settings = settings or ApiSettings.load()
+    apps: dict[str, FastAPI] = {}
+    team_of: dict[str, str] = {}
+    for team, swarm in swarms.items():
+        tokens = settings.team_tokens(team, swarms.keys())
+        apps[team] = create_app(swarm, settings, tokens=tokens, opens_swarm=False)
+        team_of.update({spec.sha256: team for spec in tokens})
+
+    @asynccontextmanager
+    async def all_teams(_app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for swarm in swarms.values():
+                await stack.enter_async_context(lifespan(swarm))
+            yield
+
+    app = FastAPI(title="Qapten teams", lifespan=all_teams)
+    app.add_middleware(TeamRouting, apps=apps, team_of=team_of, front=next(iter(apps.values())))
     return app

@@ -19,6 +19,7 @@ In the environment: ``QAPTEN_RATE_LIMIT=600/minute``,
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -49,6 +50,9 @@ class TokenSpec(BaseModel):
     scope: Scope
     roles: tuple[str, ...] | None = None
     """For approvers: the roles whose proposals they may decide (none listed: every role)."""
+    team: str | None = None
+    """On a deployment of several org charts, the team (chart) the token belongs to; it sees
+    and decides nothing of the others. Required there; unused with one chart."""
 
 
 class ApiSettings(BaseSettings):
@@ -60,6 +64,12 @@ class ApiSettings(BaseSettings):
     admin_token: SecretStr | None = None
     """A clear-text admin token, from ``QAPTEN_ADMIN_TOKEN`` (kept in memory as a digest only)."""
     data_dir: Path = Path(".qapten")
+    db: str | None = None
+    """The database URL (``--db``): ``sqlite:///FILE`` (by default, in the data directory) or
+    ``postgresql://USER:PASSWORD@HOST:PORT/NAME``."""
+    workers: bool = False
+    """Leave runs to ``qapten worker`` processes (PostgreSQL): the server only records and
+    enqueues, so that several servers can serve one database side by side."""
     page_size: int = Field(50, ge=1, le=500)
     event_poll_seconds: float = Field(0.2, gt=0)
     """How often a live event stream looks for new events."""
@@ -137,6 +147,28 @@ class ApiSettings(BaseSettings):
             values = loaded
         from_env = cls()  # the environment over the defaults
         return cls(**{**values, **from_env.model_dump(include=from_env.model_fields_set)})
+
+    def team_tokens(self, team: str, teams: Collection[str]) -> tuple[TokenSpec, ...]:
+        """The tokens of `team` on a deployment of `teams`. With one team, every token; with
+        several, each token must name its team, and there is no deployment-wide admin token:
+        a token that reached every team would have to say which one it means each time."""
+        if len(teams) == 1:
+            return self.all_tokens()
+        if self.admin_token is not None:
+            msg = (
+                "QAPTEN_ADMIN_TOKEN serves a deployment of one org chart; with several, give "
+                "each team its own tokens (team: NAME) in the settings file"
+            )
+            raise ConfigurationError(msg)
+        for spec in self.tokens:
+            if spec.team not in teams:
+                named = "names no team" if spec.team is None else f"names team {spec.team!r}"
+                msg = (
+                    f"tokens: {spec.name!r} {named}; this deployment's teams are "
+                    f"{', '.join(sorted(teams))}"
+                )
+                raise ConfigurationError(msg)
+        return tuple(spec for spec in self.tokens if spec.team == team)
 
     def all_tokens(self) -> tuple[TokenSpec, ...]:
         """Configured tokens, plus the admin token from the environment if there is one."""

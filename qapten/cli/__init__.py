@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from qapten.cli import chart, orchestrate, remote, serve
+from qapten.cli import chart, orchestrate, remote, serve, worker
 
 __all__ = ["app"]
 
@@ -38,6 +38,7 @@ app.command()(chart.schema)
 app.command("run")(orchestrate.run_command)
 app.command()(orchestrate.demo)
 app.command()(serve.serve)
+app.command()(worker.worker)
 app.command()(remote.inbox)
 app.command()(remote.decide)
 app.command()(serve.token)

@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -20,9 +20,17 @@ from qapten.orgchart import OrgChart
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from qapten.queue import RunQueue
     from qapten.swarm import Swarm
 
 OrgArgument = Annotated[Path, typer.Argument(help="The org chart, e.g. agents/org.yaml.")]
+OrgsArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        help="The org chart, e.g. agents/org.yaml; several make a deployment of teams, one per "
+        "chart, each with its own runs and tokens."
+    ),
+]
 ModelOption = Annotated[
     str | None,
     typer.Option(
@@ -35,7 +43,12 @@ BaseUrlOption = Annotated[
     typer.Option(envvar="QAPTEN_BASE_URL", help="OpenAI-compatible server, for openai:NAME."),
 ]
 DbOption = Annotated[
-    str | None, typer.Option(help="Database URL.", show_default="sqlite:///DATA_DIR/qapten.db")
+    str | None,
+    typer.Option(
+        envvar="QAPTEN_DB",
+        help="Database URL: sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/NAME.",
+        show_default="sqlite:///DATA_DIR/qapten.db",
+    ),
 ]
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option(min=1, max=65535)]
@@ -80,12 +93,32 @@ def chosen_model(spec: str | None, base_url: str | None) -> BaseChatModel | None
         fail(f"--model {spec}: {exc}")
 
 
-def swarm_for(chart: OrgChart, *, model: BaseChatModel | None, db: str, data_dir: Path) -> Swarm:
-    """The chart's swarm, or exit 2; without `--model`, the error says it can be given."""
+def swarm_for(
+    chart: OrgChart,
+    *,
+    model: BaseChatModel | None,
+    db: str,
+    data_dir: Path,
+    team: str = "",
+    queue: RunQueue | None = None,
+    **options: Any,
+) -> Swarm:
+    """The chart's swarm (of `team`, on a deployment of several), or exit 2; without
+    `--model`, the error says it can be given."""
     from qapten.swarm import Swarm  # LangGraph loads only for commands that need it
+    from qapten.teams import team_db
 
+    workspaces = data_dir / "workspaces" / team if team else data_dir / "workspaces"
     try:
-        return Swarm(chart, model=model, db=db, workspaces=data_dir / "workspaces")
+        return Swarm(
+            chart,
+            model=model,
+            db=team_db(db, team),
+            workspaces=workspaces,
+            team=team,
+            queue=queue,
+            **options,
+        )
     except QaptenError as exc:
         fail(str(exc) if model else f"{exc} (or choose one with --model)")
 
@@ -106,3 +139,39 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to anything
+
+
+def load_teams(orgs: list[Path]) -> dict[str, OrgChart]:
+    """The deployment's teams from the chart files (qapten.teams), or exit 2."""
+    from qapten.teams import teams_of
+
+    try:
+        return teams_of([(org, load_chart(org)) for org in orgs])
+    except QaptenError as exc:
+        fail(str(exc))
+
+
+def checked_db(db: str) -> str:
+    """`db` if Qapten can use it, or exit 2 naming the problem."""
+    from qapten.storage import check_db
+
+    try:
+        check_db(db)
+    except QaptenError as exc:
+        fail(f"--db {exc}")
+    return db
+
+
+def run_queue(db: str) -> RunQueue:
+    """The queue of runs for `qapten worker` processes on `db`, or exit 2 naming the problem."""
+    from qapten.queue import RunQueue
+
+    try:
+        return RunQueue(db)
+    except ImportError as exc:
+        fail(
+            f"workers need the postgres extra: pip install 'qapten[postgres]' "
+            f"({exc.name} is missing)"
+        )
+    except QaptenError as exc:
+        fail(str(exc))

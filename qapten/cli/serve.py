@@ -21,22 +21,26 @@ from qapten.cli.common import (
     DbOption,
     HostOption,
     ModelOption,
-    OrgArgument,
+    OrgsArgument,
     PortOption,
+    checked_db,
     chosen_model,
     data_dir_errors,
     fail,
     is_loopback,
-    load_chart,
+    load_teams,
+    run_queue,
     swarm_for,
 )
 from qapten.errors import QaptenError, field_problems
 from qapten.storage import default_db
+from qapten.teams import TEAM_NAME
 
 if TYPE_CHECKING:
     import uvicorn
 
     from qapten.api.settings import ApiSettings
+    from qapten.queue import RunQueue
     from qapten.swarm import Swarm
 
 ADMIN_TOKEN_FILE = "admin-token"
@@ -79,7 +83,7 @@ def _admin_token(data_dir: Path) -> tuple[str, bool]:
 
 
 def serve(
-    org: OrgArgument,
+    orgs: OrgsArgument,
     host: HostOption = "127.0.0.1",
     port: PortOption = 8000,
     data_dir: Annotated[
@@ -93,27 +97,46 @@ def serve(
         Path | None,
         typer.Option("--settings", envvar="QAPTEN_SETTINGS", help="YAML settings file (tokens)."),
     ] = None,
+    workers: Annotated[
+        bool | None,
+        typer.Option(
+            "--workers/--no-workers",
+            envvar="QAPTEN_WORKERS",
+            help="Leave runs to 'qapten worker' processes (PostgreSQL): this server only records "
+            "decisions and enqueues, so several servers can share one database.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API and the web inbox for an org chart."""
+    """Serve the HTTP API and the web inbox for an org chart (or several: one team each)."""
     from pydantic import SecretStr
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError
 
     settings = _settings(settings_file)
     data_dir = data_dir or settings.data_dir
+    workers = settings.workers if workers is None else workers
+    teams = load_teams(orgs)
+    if len(teams) > 1 and not settings.tokens:
+        fail(
+            "a deployment of several org charts needs each team's tokens (team: NAME) in "
+            "--settings; see 'qapten token --team'"
+        )
+    try:
+        for team in teams:
+            settings.team_tokens(team, teams.keys())
+    except QaptenError as exc:
+        fail(f"settings: {exc}")
     if not settings.all_tokens() and not is_loopback(host):
         fail(
             f"refusing to listen on {host} without configured tokens: anyone who can reach it "
             "could decide; set QAPTEN_ADMIN_TOKEN or tokens in --settings (see 'qapten token')"
         )
-    chart = load_chart(org)
     model_given = chosen_model(model, base_url)
-    db = db or default_db(data_dir)
-    try:
-        make_url(db)
-    except ArgumentError:
-        fail(f"--db {db!r} is not a database URL: use sqlite:///FILE")
-    swarm = swarm_for(chart, model=model_given, db=db, data_dir=data_dir)
+    db = checked_db(db or settings.db or default_db(data_dir))
+    queue = run_queue(db) if workers else None
+    swarms = {
+        team: swarm_for(chart, model=model_given, db=db, data_dir=data_dir, team=team, queue=queue)
+        for team, chart in teams.items()
+    }
     from qapten.api.listen import listen
 
     try:
@@ -136,24 +159,42 @@ def serve(
 
     import uvicorn
 
-    from qapten.api import create_app
+    from qapten.api import create_app, create_teams_app
 
     settings = settings.model_copy(update={"data_dir": data_dir})
-    web_app = create_app(swarm, settings)
+    if len(swarms) == 1:
+        web_app = create_app(next(iter(swarms.values())), settings)
+        names = [f"{chart.name} ({len(chart.roles)} roles)" for chart in teams.values()]
+    else:
+        web_app = create_teams_app(swarms, settings)
+        names = [
+            f"team {team}: {chart.name} ({len(chart.roles)} roles)" for team, chart in teams.items()
+        ]
     server = uvicorn.Server(uvicorn.Config(web_app, host=host, port=port, log_level="info"))
-    typer.echo(f"Qapten serving {chart.name} ({len(chart.roles)} roles) on {url}")
+    typer.echo(f"Qapten serving {'; '.join(names)} on {url}")
+    if queue is not None:
+        typer.echo("runs are advanced by 'qapten worker' processes on the same database")
     for note in notes:
         typer.echo(note)
-    asyncio.run(_serve(server, swarm, sock))
+    asyncio.run(_serve(server, list(swarms.values()), queue, sock))
 
 
-async def _serve(server: uvicorn.Server, swarm: Swarm, sock: socket.socket) -> None:
+async def _serve(
+    server: uvicorn.Server, swarms: list[Swarm], queue: RunQueue | None, sock: socket.socket
+) -> None:
     # Open before listening, so that a bad database URL or MCP server is one line, not a trace.
     try:
-        await swarm.open()
+        if queue is not None:
+            await queue.open()
+        for swarm in swarms:
+            await swarm.open()
     except QaptenError as exc:
         fail(str(exc))
-    await server.serve(sockets=[sock])
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        if queue is not None:
+            await queue.close()
 
 
 class Scope(StrEnum):
@@ -167,6 +208,10 @@ def token(
     scope: Annotated[Scope, typer.Option(case_sensitive=False)] = Scope.ADMIN,
     roles: Annotated[
         str | None, typer.Option(help="For an approver: the roles they decide for, as a,b.")
+    ] = None,
+    team: Annotated[
+        str | None,
+        typer.Option(help="On a deployment of several charts: the team the token belongs to."),
     ] = None,
 ) -> None:
     """Make a bearer token: print it once, and the settings entry (its SHA-256) to paste."""
@@ -184,6 +229,10 @@ def token(
     }
     if role_names:
         entry["roles"] = role_names
+    if team is not None:
+        if not TEAM_NAME.match(team):
+            fail(f"--team {team!r}: a team name is lower-case letters, digits and hyphens")
+        entry["team"] = team
     typer.echo(f"token (shown once, give it to {entry['name']}): {secret}")
     typer.echo("add to the settings file (qapten serve --settings FILE):")
     typer.echo(

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from qapten.proposals import Proposal
 from qapten.store import tables as t
+from qapten.store.schema import upgrade
 
 Clock = Callable[[], datetime]
 Terms = Callable[[Proposal], Proposal]
@@ -22,6 +23,8 @@ R = TypeVar("R")
 
 POOL_THREADS = 8
 """Threads (and pooled connections) that work a database server (SQLite needs none)."""
+
+WRITE_LOCK = 0x5141_5054  # "QAPT": with the schema, the PostgreSQL advisory lock ordering writes
 
 
 _INSERT_EVENT = insert(t.events)  # built once: building it costs as much as running it
@@ -114,7 +117,7 @@ class StoreBase:
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine, clock=clock, offload=offload)
         try:
-            await store.write(t.metadata.create_all)
+            await store.write(upgrade)
         except BaseException:
             await store.close()
             raise
@@ -170,6 +173,18 @@ class _Begin:
             # transaction that upgraded later could fail with "database is locked" instead of
             # waiting. A read of one statement needs no transaction at all.
             return cls(write="BEGIN IMMEDIATE", snapshot="BEGIN")
+        if dialect == "postgresql":
+            # Writes to Qapten's tables take turns, as they do on SQLite: each operation was
+            # written as one read-then-write that nothing interleaves with, and event ids then
+            # become visible in the order they were given, so a stream that reads "after id N"
+            # never skips an event that commits late (LangGraph's checkpoints, the bulk of the
+            # bytes, are not concerned). One lock per schema: the teams of a farm
+            # (qapten.teams), each in a schema of its own, do not wait for each other.
+            # A snapshot is a repeatable read.
+            return cls(
+                write=f"SELECT pg_advisory_xact_lock({WRITE_LOCK}, hashtext(current_schema()))",
+                snapshot="SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            )
         return cls(write=None, snapshot=None)
 
 

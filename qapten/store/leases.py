@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
 from qapten.errors import RunNotFound
@@ -24,7 +24,23 @@ _HELD = update(t.runs).where(
 )
 
 
+# Running, nobody holding a live lease, and untouched for a while: nobody is advancing it.
+_ABANDONED = select(_c.id).where(
+    _c.status == "running",
+    or_(_c.lease_expires_at.is_(None), _c.lease_expires_at < bindparam("b_now")),
+    _c.updated_at < bindparam("b_before"),
+)
+
+
 class Leases(StoreBase):
+    async def abandoned_runs(self, *, idle_for: float) -> list[str]:
+        """Runs with work in hand (``running``) that nobody has advanced or changed for
+        `idle_for` seconds and whose lease, if any, has lapsed: their writer died, or the
+        process that recorded their last change died before handing them on."""
+        now = self.clock()
+        params = {"b_now": now, "b_before": now - timedelta(seconds=idle_for)}
+        return await self.read(lambda conn: list(conn.execute(_ABANDONED, params).scalars()))
+
     async def acquire_lease(
         self, run_id: str, owner: str, ttl: float, *, unless_finished: bool = False
     ) -> int | None:

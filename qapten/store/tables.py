@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Index,
@@ -16,6 +17,13 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+SCHEMA_REVISION = "0002"
+"""The Alembic revision these tables are at (qapten/store/migrations; a test checks it is head)."""
+
+# 64-bit ids on a database server; on SQLite an INTEGER primary key is the 64-bit rowid already,
+# and only the exact type INTEGER makes it one (and so auto-incrementing).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 runs = Table(
     "qapten_runs",
@@ -34,6 +42,8 @@ runs = Table(
     Column("lease_token", Integer, nullable=False, default=0),
     Column("lease_expires_at", DateTime(timezone=True)),
     Index("ix_qapten_runs_status", "status", "created_at"),
+    # Workers look for running runs whose writer died (its lease lapsed): qapten/queue.py.
+    Index("ix_qapten_runs_lease", "status", "lease_expires_at"),
 )
 
 proposals = Table(
@@ -77,7 +87,7 @@ proposals = Table(
 events = Table(
     "qapten_events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigId, primary_key=True, autoincrement=True),
     Column("run_id", String(40)),
     Column("type", String(60), nullable=False),
     Column("data", JSON, nullable=False),
@@ -104,7 +114,7 @@ tool_calls = Table(
 notes = Table(
     "qapten_notes",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),  # the order of learning
+    Column("id", BigId, primary_key=True, autoincrement=True),  # the order of learning
     Column("run_id", String(40), nullable=False),
     Column("task_id", String(200), nullable=False),
     Column("key", String(200), nullable=False),

@@ -57,6 +57,7 @@ def _checkpoints_after_the_first_lost(db: str, run_id: str) -> None:
         conn.execute("UPDATE qapten_runs SET status = 'running' WHERE id = ?", (run_id,))
 
 
+@pytest.mark.sqlite_only  # it cuts LangGraph's SQLite checkpoint tables by hand
 async def test_a_run_cut_off_before_its_first_checkpoint_resumes_with_its_board(db: str) -> None:
     first = Swarm.from_yaml(ORG, model=ScriptedChatModel({"ceo": [delegate(cto="Pick")]}), db=db)
     run = await first.start("Pick a cloud")

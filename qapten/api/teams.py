@@ -1,0 +1,44 @@
+"""Routing each request of a deployment of several teams to its team's app, by bearer token."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from qapten.api.settings import token_digest
+
+
+class TeamRouting:
+    """ASGI middleware: an HTTP request whose bearer token belongs to a team goes to that
+    team's app; one without a known token goes to `front`. Other scopes (the lifespan) go on
+    to the wrapped app."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        apps: Mapping[str, ASGIApp],
+        team_of: Mapping[str, str],
+        front: ASGIApp,
+    ) -> None:
+        self.app = app
+        self._apps = apps
+        self._team_of = team_of
+        self._front = front
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        team = self._team_of.get(_digest(scope))
+        await (self._front if team is None else self._apps[team])(scope, receive, send)
+
+
+def _digest(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token_digest(token.strip())
+    return ""
