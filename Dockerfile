@@ -10,6 +10,7 @@
 # pass QAPTEN_ADMIN_TOKEN, or tokens in a settings file (-e QAPTEN_SETTINGS=/data/settings.yaml;
 # `qapten token` prints entries). QAPTEN_MODEL (and QAPTEN_BASE_URL for an OpenAI-compatible
 # server) chooses the model. Other commands: docker run --rm qapten validate agents/org.yaml
+# Several replicas and workers on PostgreSQL: docker-compose.yml.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -20,9 +21,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY qapten ./qapten
 COPY agents ./agents
-# mcp: tools from MCP servers named in the chart. The embedded model (extra "local") is left out:
-# it compiles llama.cpp and needs build tools; a container talks to a model server instead.
-ARG EXTRAS=mcp
+# mcp: tools from MCP servers named in the chart. postgres: --db postgresql://..., `serve
+# --workers` and `qapten worker` (docker-compose.yml). The embedded model (extra "local") is left
+# out: it compiles llama.cpp and needs build tools; a container talks to a model server instead.
+ARG EXTRAS=mcp,postgres
 RUN pip install ".[${EXTRAS}]"
 
 COPY examples ./examples
