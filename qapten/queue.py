@@ -100,10 +100,13 @@ class RunQueue:
         except AlreadyEnqueued:
             pass  # a job of this run is waiting already: it will see this change too
 
-    async def work(self, swarms: Mapping[str, Swarm], options: WorkerOptions) -> None:
-        """Advance the runs of `swarms` (by team) as jobs come, until SIGTERM or SIGINT."""
+    async def work(
+        self, swarms: Mapping[str, Swarm], options: WorkerOptions, *, signals: bool = True
+    ) -> None:
+        """Advance the runs of `swarms` (by team) as jobs come, until SIGTERM or SIGINT (with
+        `signals`), or until cancelled."""
         self._swarms = swarms
-        rescue = asyncio.create_task(self._rescue_loop(options))
+        rescue = asyncio.create_task(self._rescue_loop(swarms, options))
         try:
             await self.app.run_worker_async(
                 queues=[QUEUE],
@@ -112,6 +115,7 @@ class RunQueue:
                 stalled_worker_timeout=options.stalled_after,
                 shutdown_graceful_timeout=options.shutdown_timeout,
                 delete_jobs="successful",
+                install_signal_handlers=signals,
             )
         finally:
             rescue.cancel()
@@ -131,18 +135,18 @@ class RunQueue:
             await asyncio.shield(self.enqueue(team, run_id))
             raise
 
-    async def _rescue_loop(self, options: WorkerOptions) -> None:
+    async def _rescue_loop(self, swarms: Mapping[str, Swarm], options: WorkerOptions) -> None:
         while True:
             await asyncio.sleep(options.rescue_interval)
             try:
-                await self.rescue(options)
+                await self.rescue(swarms, options)
             except Exception:
                 logger.exception("looking for runs whose writer died failed; trying again")
 
-    async def rescue(self, options: WorkerOptions) -> list[str]:
-        """End the jobs of dead workers, and enqueue the runs that nobody advances although
-        they have work in hand (their writer died, or a server died between recording a
-        decision and enqueuing it). Returns those runs, as ``team/run``."""
+    async def rescue(self, swarms: Mapping[str, Swarm], options: WorkerOptions) -> list[str]:
+        """End the jobs of dead workers, and enqueue the runs of `swarms` that nobody advances
+        although they have work in hand (their writer died, or a server died between recording
+        a decision and enqueuing it). Returns those runs, as ``team/run``."""
         from procrastinate.jobs import Status
 
         manager = self.app.job_manager
@@ -153,7 +157,7 @@ class RunQueue:
             # Ended, not retried: the run is enqueued again below once its lease lapses.
             await manager.finish_job(job, status=Status.FAILED, delete_job=False)
         rescued = []
-        for team, swarm in self._swarms.items():
+        for team, swarm in swarms.items():
             for run_id in await swarm.store.abandoned_runs(idle_for=options.stalled_after):
                 await self.enqueue(team, run_id)
                 rescued.append(f"{team}/{run_id}")

@@ -22,4 +22,6 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         for table in ("qapten_events", "qapten_notes"):
             op.alter_column(table, "id", type_=sa.BigInteger(), existing_nullable=False)
+            # The serial's sequence keeps its own type (and so its 2**31 - 1 limit).
+            op.execute(f"ALTER SEQUENCE {table}_id_seq AS bigint")
     op.create_index("ix_qapten_runs_lease", "qapten_runs", ["status", "lease_expires_at"])
