@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from langchain_core.runnables import Runnable
 
 from qapten.acts import ActSpec
 from qapten.orgchart import OrgChart
+from qapten.proposals import Proposal
 from qapten.store import Store
 from qapten.workspace import Workspace
 
@@ -28,12 +30,33 @@ class SwarmContext:
     workspaces: Path
     max_output_retries: int = 2
     """How many times an unusable model answer is retried, with the error shown to the model."""
+    born_decided: BornDecided = field(default_factory=lambda: BornDecided())
+    """Proposals approved as they were made (autonomy auto), from `think` to `act`."""
 
     def workspace(self, run_id: str) -> Workspace:
         return Workspace(self.workspaces / run_id)
 
     def reports(self, role: str) -> tuple[str, ...]:
         return tuple(r.name for r in self.chart.reports(role))
+
+
+class BornDecided:
+    """Proposals that were approved as they were made, kept from the step that made them to the
+    step that carries them out, which then needs no read: nothing can change such a proposal
+    (a decision, a cancel or a deadline only touches pending ones). Bounded: an entry whose act
+    never comes (a cancelled run) is forgotten after `limit` newer ones."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._proposals: OrderedDict[str, Proposal] = OrderedDict()
+
+    def keep(self, proposal: Proposal) -> None:
+        self._proposals[proposal.id] = proposal
+        if len(self._proposals) > self._limit:
+            self._proposals.popitem(last=False)
+
+    def take(self, proposal_id: str) -> Proposal | None:
+        return self._proposals.pop(proposal_id, None)
 
 
 def new_id(prefix: str) -> str:

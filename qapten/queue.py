@@ -66,6 +66,7 @@ class RunQueue:
             )
             raise ConfigurationError(msg)
         self.conninfo = libpq_url(engine_url(db))
+        self._shown = shown_url(db)
         self.app: App = App(connector=PsycopgConnector(conninfo=self.conninfo))
         self._swarms: Mapping[str, Swarm] = {}
         self._advance = self.app.task(name=TASK, queue=QUEUE)(self._advance_run)
@@ -73,14 +74,22 @@ class RunQueue:
 
     async def open(self) -> None:
         """Connect, and make procrastinate's tables if the database has none yet."""
+        import psycopg
+        from procrastinate.exceptions import ConnectorException
+
         if self._open:
             return
-        await self.app.open_async()
         try:
-            await self._ensure_schema()
-        except BaseException:
-            await self.app.close_async()
-            raise
+            await self.app.open_async()
+            try:
+                await self._ensure_schema()
+            except BaseException:
+                await self.app.close_async()
+                raise
+        except (psycopg.Error, ConnectorException, OSError) as exc:
+            reason = " ".join(str(exc).split())
+            msg = f"cannot open the job queue in {self._shown}: {reason}"
+            raise ConfigurationError(msg) from exc
         self._open = True
 
     async def close(self) -> None:

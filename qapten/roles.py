@@ -128,6 +128,8 @@ async def _ask_model(
             approved_hash=digest if auto else None,
         )
         await ctx.store.create_proposal(proposal, step=step, tokens=tokens)
+        if auto:
+            ctx.born_decided.keep(proposal)
         return proposal, attempt, ""
     attempts = ctx.max_output_retries + 1
     return (
@@ -150,7 +152,9 @@ async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[T
 
 async def _carry_out(ctx: SwarmContext, run_id: str, task: Task) -> Outcome:
     assert task["proposal"] is not None, "act needs a proposal"
-    proposal = await ctx.store.get_proposal(task["proposal"])
+    proposal = ctx.born_decided.take(task["proposal"]) or await ctx.store.get_proposal(
+        task["proposal"]
+    )
     role = ctx.chart.roles[task["role"]]
     status = proposal.status
     if proposal.act == BUDGET_ACT:

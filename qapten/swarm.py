@@ -179,6 +179,10 @@ class Swarm:
                 try:
                     storage = await open_storage(self.db)
                     try:
+                        if self.queue is not None:
+                            # After the store, which says at once if the database is out of
+                            # reach. Idempotent; whoever made the queue closes it.
+                            await self.queue.open()
                         # With a queue, workers call the model: a server that only records
                         # and enqueues never starts it (a worker's swarm does, in `advance`).
                         if self.queue is None:

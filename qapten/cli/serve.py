@@ -184,8 +184,6 @@ async def _serve(
 ) -> None:
     # Open before listening, so that a bad database URL or MCP server is one line, not a trace.
     try:
-        if queue is not None:
-            await queue.open()
         for swarm in swarms:
             await swarm.open()
     except QaptenError as exc:

@@ -99,7 +99,6 @@ def worker(
 
 async def _work(queue: RunQueue, swarms: dict[str, Swarm], options: WorkerOptions) -> None:
     try:
-        await queue.open()
         for swarm in swarms.values():
             await swarm.open()
     except QaptenError as exc:

@@ -109,6 +109,10 @@ class StoreBase:
         if offload is None:
             offload = engine.dialect.name != "sqlite"
         self._threads = ThreadPoolExecutor(POOL_THREADS, "qapten-store") if offload else None
+        # Worked on the event loop, the store needs one connection only, kept open: checking
+        # one out of the pool and back in (with its reset) for each operation costs more than
+        # most of the operations themselves.
+        self._inline: Connection | None = None
 
     @classmethod
     async def open(cls, db: str, *, clock: Clock = utcnow, offload: bool | None = None) -> Self:
@@ -124,6 +128,9 @@ class StoreBase:
         return store
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         await self._run(self.engine.dispose)
         if self._threads is not None:
             self._threads.shutdown(wait=True)
@@ -131,9 +138,7 @@ class StoreBase:
     async def read(self, work: Callable[[Connection], R], *, snapshot: bool = False) -> R:
         """Run `work` on a connection; with `snapshot`, its statements see one moment of the
         database (a read of a single statement always does)."""
-        return await self._run(
-            _connected, self.engine, self._begin.snapshot if snapshot else None, work
-        )
+        return await self._transact(self._begin.snapshot if snapshot else None, work, False)
 
     async def write(self, work: Callable[[Connection], R]) -> R:
         """Run `work` in one write transaction (committed, or rolled back if it raises).
@@ -141,7 +146,16 @@ class StoreBase:
         Once started it runs to its end even if the awaiting task is cancelled: a write is
         recorded whole or not at all, never cut in the middle by a cancellation.
         """
-        return await self._run(_in_transaction, self.engine, self._begin.write, work)
+        return await self._transact(self._begin.write, work, True)
+
+    async def _transact(
+        self, begin: str | None, work: Callable[[Connection], R], commit: bool
+    ) -> R:
+        if self._threads is not None:
+            return await self._run(_pooled, self.engine, begin, work, commit)
+        if self._inline is None or self._inline.closed or self._inline.invalidated:
+            self._inline = self.engine.connect()
+        return _transact(self._inline, begin, work, commit)
 
     async def _run(self, function: Callable[..., R], *args: Any) -> R:
         if self._threads is None:
@@ -188,20 +202,28 @@ class _Begin:
         return cls(write=None, snapshot=None)
 
 
-def _connected(engine: Engine, begin: str | None, work: Callable[[Connection], R]) -> R:
-    with engine.connect() as conn:  # closing it rolls back whatever is open
-        if begin is not None:
-            conn.exec_driver_sql(begin)
-        return work(conn)
-
-
-def _in_transaction(engine: Engine, begin: str | None, work: Callable[[Connection], R]) -> R:
-    with engine.connect() as conn:  # closing it rolls back whatever is still open
+def _transact(
+    conn: Connection, begin: str | None, work: Callable[[Connection], R], commit: bool
+) -> R:
+    """`work` on `conn` after `begin`; then committed (`commit`) or rolled back, and rolled back
+    if it raises: the connection is left with no transaction open either way."""
+    try:
         if begin is not None:
             conn.exec_driver_sql(begin)
         result = work(conn)
+    except BaseException:
+        conn.rollback()
+        raise
+    if commit:
         conn.commit()
-        return result
+    else:
+        conn.rollback()
+    return result
+
+
+def _pooled(engine: Engine, begin: str | None, work: Callable[[Connection], R], commit: bool) -> R:
+    with engine.connect() as conn:
+        return _transact(conn, begin, work, commit)
 
 
 def _record(cls: type[R], row: RowMapping) -> R:

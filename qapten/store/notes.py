@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import bindparam, delete, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from qapten.store import tables as t
@@ -36,49 +38,50 @@ def report_key(child_id: str) -> str:
     return f"report {child_id}"
 
 
+_c = t.notes.c
+# Built once (see store.py). A key already there is left alone: the unique key of a note makes
+# a replayed step's notes no-ops, in one statement.
+_ADD = {
+    "sqlite": sqlite_insert(t.notes).on_conflict_do_nothing(),
+    "postgresql": postgresql_insert(t.notes).on_conflict_do_nothing(),
+}
+_TASK_NOTES = (
+    select(_c.text)
+    .where(_c.run_id == bindparam("b_run"), _c.task_id == bindparam("b_task"))
+    .order_by(_c.id)
+)
+_RUN_NOTES = select(_c.task_id, _c.text).where(_c.run_id == bindparam("b_run")).order_by(_c.id)
+
+
 class Notes(StoreBase):
     async def add_notes(self, run_id: str, notes: Sequence[Note]) -> None:
         """Record `notes` in one transaction, leaving out every key already there."""
         if not notes:
             return
-        c = t.notes.c
-
-        def add(conn: Connection) -> None:
-            keys = [(note.task_id, note.key) for note in notes]
-            written = select(c.task_id, c.key).where(
-                c.run_id == run_id, tuple_(c.task_id, c.key).in_(keys)
-            )
-            seen: set[tuple[str, str]] = {(row.task_id, row.key) for row in conn.execute(written)}
-            new: list[dict[str, object]] = []
-            for note in notes:
-                if (note.task_id, note.key) not in seen:
-                    seen.add((note.task_id, note.key))
-                    new.append(
-                        {
-                            "run_id": run_id,
-                            "task_id": note.task_id,
-                            "key": note.key,
-                            "text": note.text,
-                            "created_at": self.clock(),
-                        }
-                    )
-            if new:
-                conn.execute(insert(t.notes), new)
-
-        await self.write(add)
+        now = self.clock()
+        rows = [
+            {
+                "run_id": run_id,
+                "task_id": n.task_id,
+                "key": n.key,
+                "text": n.text,
+                "created_at": now,
+            }
+            for n in notes
+        ]
+        statement = _ADD[self.engine.dialect.name]
+        await self.write(lambda conn: conn.execute(statement, rows))
 
     async def task_notes(self, run_id: str, task_id: str) -> list[str]:
         """The notes of one task, in the order it learnt them."""
-        c = t.notes.c
-        query = select(c.text).where(c.run_id == run_id, c.task_id == task_id).order_by(c.id)
-        return list(await self.read(lambda conn: conn.execute(query).scalars().all()))
+        params = {"b_run": run_id, "b_task": task_id}
+        return list(await self.read(lambda conn: conn.execute(_TASK_NOTES, params).scalars().all()))
 
     async def run_notes(self, run_id: str) -> dict[str, list[str]]:
         """Task id → its notes, in order, for every task of the run that has some."""
-        c = t.notes.c
-        query = select(c.task_id, c.text).where(c.run_id == run_id).order_by(c.id)
         found: dict[str, list[str]] = {}
-        for task_id, text in await self.read(lambda conn: conn.execute(query).all()):
+        rows = await self.read(lambda conn: conn.execute(_RUN_NOTES, {"b_run": run_id}).all())
+        for task_id, text in rows:
             found.setdefault(task_id, []).append(text)
         return found
 
