@@ -23,6 +23,7 @@ BENCHMARKS = {
     "P5": "bench.p5_memory",
     "P6": "bench.p6_checkpoints",
     "P7": "bench.p7_throughput",
+    "P8": "bench.p8",
 }
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

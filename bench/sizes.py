@@ -25,6 +25,12 @@ class Sizes:
     """P6: steps of the long run whose checkpoint bytes are counted."""
     concurrent_runs: int
     """P7: runs advanced at once in one process."""
+    farm_workers: tuple[int, ...]
+    """P8: worker processes advancing runs (a fresh database and processes for each count)."""
+    farm_missions: int
+    """P8: missions started over HTTP at once, in each round."""
+    farm_rounds: int
+    """P8: rounds of missions for each worker count (the figure is their median)."""
 
 
 FULL = Sizes(
@@ -37,6 +43,9 @@ FULL = Sizes(
     paused_runs=10_000,
     long_run_steps=200,
     concurrent_runs=1_000,
+    farm_workers=(1, 2, 4),
+    farm_missions=40,
+    farm_rounds=3,
 )
 
 QUICK = Sizes(
@@ -49,4 +58,7 @@ QUICK = Sizes(
     paused_runs=30,
     long_run_steps=20,
     concurrent_runs=10,
+    farm_workers=(1, 2),
+    farm_missions=10,
+    farm_rounds=1,
 )

@@ -102,6 +102,9 @@ class ScriptedChatModel(BaseChatModel):
 
     latency: float = 0.0
     """Seconds each call takes, as a remote model's would (benchmarks of many workers)."""
+    keep_calls: bool = True
+    """Record each call in `calls`; a model loaded from a file for a long-lived server or
+    worker does not, or its memory would grow with every call."""
     # Typed `Any` so pydantic keeps the answers as given (it would coerce strings to messages).
     script: Any = Field(default_factory=list)
     calls: list[RecordedCall] = Field(default_factory=list)
@@ -135,7 +138,7 @@ class ScriptedChatModel(BaseChatModel):
                 else answers
                 for role, answers in data.items()
             }
-        return cls(data, latency=latency)
+        return cls(data, latency=latency, keep_calls=False)
 
     @property
     def _llm_type(self) -> str:
@@ -164,7 +167,8 @@ class ScriptedChatModel(BaseChatModel):
     def _next(self, role: str | None, messages: list[BaseMessage], tools: list[Any]) -> AIMessage:
         names = [t["function"]["name"] for t in tools if isinstance(t, Mapping) and "function" in t]
         call = RecordedCall(role=role, messages=list(messages), tools=names)
-        self.calls.append(call)
+        if self.keep_calls:
+            self.calls.append(call)
         key = self._key(role)
         position = self._positions.get(key, 0)
         answers = self._answers_for(role)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-IDS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
+IDS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"]
 
 
 @pytest.mark.slow
