@@ -24,11 +24,14 @@ def qapten_swarm(
     autonomy: str = "approve",
     org: OrgChart | None = None,
     scripted: ScriptedChatModel | None = None,
+    db: str | None = None,
 ) -> Swarm:
+    """The bench swarm on `db` (by default a SQLite file in `folder`)."""
     return Swarm(
         org or chart(autonomy=autonomy),
         model=scripted or model(),
-        db=f"sqlite:///{folder / 'qapten.db'}",
+        db=db or f"sqlite:///{folder / 'qapten.db'}",
+        workspaces=folder / "workspaces",
         tools=[note],
         sweep_interval=None,
     )

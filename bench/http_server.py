@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.server_app import DB_ENV
+from bench.server_app import DB_ENV, QUEUE_ENV
 from tests.servers import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,14 +43,20 @@ class Server:
 
 
 @contextmanager
-def serving(db: str, *, log: Path, timeout: float = 120) -> Iterator[Server]:
+def serving(
+    db: str, *, log: Path, timeout: float = 120, record_only: bool = False
+) -> Iterator[Server]:
     """Serve the bench app on `db` until the block ends; yield once ``/healthz`` answers.
+    `record_only` (PostgreSQL): the server records decisions and enqueues the runs, as a
+    ``qapten serve --workers`` replica, and no worker advances them.
 
     The tests' server runner starts it (output to `log`, shown if it dies before answering;
     stopped whatever happens in the block).
     """
     token = secrets.token_urlsafe(24)
     env = {**os.environ, DB_ENV: db, "QAPTEN_ADMIN_TOKEN": token}
+    if record_only:
+        env[QUEUE_ENV] = "1"
     processes: list[subprocess.Popen[bytes]] = []
 
     def command(port: int) -> list[str]:

@@ -31,6 +31,8 @@ from bench.load import TOKEN_ENV
 from bench.report import Row
 from bench.sizes import Sizes
 from bench.stats import ms
+from tests.postgres import available as postgres_available
+from tests.postgres import running_cluster
 
 TARGET_RATE = 1_000.0
 CONNECTIONS = 16
@@ -101,8 +103,60 @@ async def measure(sizes: Sizes) -> list[Row]:
             f">= {TARGET_RATE:,.0f}/s, 0 errors",
             load["rate_per_s"] >= TARGET_RATE and errors == 0 and carried,
             numbers,
-        )
+        ),
+        await _record_only(sizes),
     ]
+
+
+async def _record_only(sizes: Sizes) -> Row:
+    """The same load against a replica of a scaled-out deployment (issue 7): PostgreSQL, and a
+    server that only records each decision and enqueues its run for the workers (none run
+    here: what is timed is the replica alone, the jobs wait in the queue)."""
+    what = "decisions/s over HTTP, record-only replica (PostgreSQL)"
+    target = f">= {TARGET_RATE:,.0f}/s, 0 errors"
+    if (missing := postgres_available()) is not None:
+        return Row("P4", what, f"not measured: {missing}", target, False, {})
+    with tempfile.TemporaryDirectory(prefix="qapten-bench-") as tmp, running_cluster() as pg:
+        folder = Path(tmp)
+        db = pg.new_database()
+        started = time.perf_counter()
+        async with qapten_swarm(folder, db=db) as swarm:
+            plans = await start_paused_runs(swarm, sizes.decisions)
+        setup = time.perf_counter() - started
+        ids_file = folder / "plans.txt"
+        ids_file.write_text("\n".join(plans) + "\n", encoding="utf-8")
+        with serving(db, log=folder / "server.log", record_only=True) as server:
+            cpu = cpu_seconds(server.pid)
+            load = await _run_load(server.api, server.token, ids_file)
+            cpu = cpu_seconds(server.pid) - cpu
+        jobs = await asyncio.to_thread(_jobs_waiting, db)
+    errors = sum(load["errors"].values())
+    numbers: dict[str, Any] = {
+        "decisions": sizes.decisions,
+        "connections": CONNECTIONS,
+        "setup_paused_runs_s": setup,
+        **{f"load_{key}": value for key, value in load.items()},
+        "server_cpu_per_decision_s": cpu / max(1, load["ok"]),
+        "jobs_enqueued": jobs,
+    }
+    figure = (
+        f"{load['rate_per_s']:,.0f} decisions/s recorded and enqueued (p50 "
+        f"{ms(load['latency_p50_s'])}, p99 {ms(load['latency_p99_s'])}, {errors} errors, "
+        f"{load['ok']:,} decisions, {CONNECTIONS} connections); {jobs:,} runs enqueued for "
+        f"workers; server CPU {ms(numbers['server_cpu_per_decision_s'])} a decision"
+    )
+    met = load["rate_per_s"] >= TARGET_RATE and errors == 0 and jobs == load["ok"]
+    return Row("P4", what, figure, target, met, numbers)
+
+
+def _jobs_waiting(db: str) -> int:
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _run_load(api: str, token: str, ids_file: Path) -> dict[str, Any]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import create_engine, event, insert
+from sqlalchemy import create_engine, event, insert, make_url
 from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from qapten.proposals import Proposal
 from qapten.store import tables as t
@@ -21,8 +21,8 @@ Clock = Callable[[], datetime]
 Terms = Callable[[Proposal], Proposal]
 R = TypeVar("R")
 
-POOL_THREADS = 8
-"""Threads (and pooled connections) that work a database server (SQLite needs none)."""
+POOL_CONNECTIONS = 10
+"""Pooled connections to a database server (and as many more at a peak)."""
 
 WRITE_LOCK = 0x5141_5054  # "QAPT": with the schema, the PostgreSQL advisory lock ordering writes
 
@@ -89,37 +89,55 @@ class StoreBase:
     """The engine, the clock and the transactions the parts of `Store` build on.
 
     Each store operation is one plain function over a synchronous SQLAlchemy connection, run
-    whole at once. An async driver hands every cursor, execute, fetch and close to a thread and
-    back, and an operation costs several times more than the work itself.
+    whole at once.
 
     A SQLite file is read and written right on the event loop, as the checkpointer does
-    (qapten.checkpoints): a local file answers in less time than a thread hand-off takes, and
-    with every transaction of this process run whole on one thread, none ever waits for a lock
-    that another of this process holds. A database server, which answers over the network,
-    is worked in a pool of threads instead (`offload`).
+    (qapten.checkpoints), over one connection kept open: a local file answers in less time
+    than a hand-off to a thread takes (aiosqlite makes one for every cursor, execute, fetch
+    and close), and with every transaction of this process run whole on one thread, none ever
+    waits for a lock that another of this process holds.
+
+    A database server, which answers over the network, is worked through SQLAlchemy's asyncio
+    engine over psycopg's asyncio connections: the same functions run through `run_sync`, and
+    each statement waits for its answer without blocking the loop or handing off to a thread.
+    Single-statement reads take autocommit connections from a pool of their own: one round
+    trip, where a transaction adds a BEGIN and a ROLLBACK.
     """
 
     def __init__(
-        self, engine: Engine, *, clock: Clock = utcnow, offload: bool | None = None
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = utcnow,
+        server: AsyncEngine | None = None,
+        server_reads: AsyncEngine | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.terms: Terms | None = None
         self._begin = _Begin.for_dialect(engine.dialect.name)
-        if offload is None:
-            offload = engine.dialect.name != "sqlite"
-        self._threads = ThreadPoolExecutor(POOL_THREADS, "qapten-store") if offload else None
-        # Worked on the event loop, the store needs one connection only, kept open: checking
-        # one out of the pool and back in (with its reset) for each operation costs more than
-        # most of the operations themselves.
+        self._server = server
+        self._server_reads = server_reads
+        # SQLite's one connection: checking one out of the pool and back in (with its reset)
+        # for each operation would cost more than most of the operations themselves.
         self._inline: Connection | None = None
 
     @classmethod
-    async def open(cls, db: str, *, clock: Clock = utcnow, offload: bool | None = None) -> Self:
-        engine = create_engine(db, pool_size=POOL_THREADS)  # the user's URL is SQLAlchemy's
-        if engine.dialect.name == "sqlite":
+    async def open(cls, db: str, *, clock: Clock = utcnow) -> Self:
+        """The store of `db` (SQLAlchemy's URL), its tables created or upgraded."""
+        server = reads = None
+        if make_url(db).get_dialect().name == "sqlite":
+            engine = create_engine(db)
             event.listen(engine, "connect", _sqlite_pragmas)
-        store = cls(engine, clock=clock, offload=offload)
+        else:
+            server = create_async_engine(db, pool_size=POOL_CONNECTIONS)
+            # Its own pool: a connection switched to autocommit and back at each checkout
+            # would cost more round trips than the read.
+            reads = create_async_engine(
+                db, pool_size=POOL_CONNECTIONS, isolation_level="AUTOCOMMIT"
+            )
+            engine = server.sync_engine
+        store = cls(engine, clock=clock, server=server, server_reads=reads)
         try:
             await store.write(upgrade)
         except BaseException:
@@ -131,13 +149,18 @@ class StoreBase:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
-        await self._run(self.engine.dispose)
-        if self._threads is not None:
-            self._threads.shutdown(wait=True)
+        for server in (self._server, self._server_reads):
+            if server is not None:
+                await server.dispose()
+        if self._server is None:
+            self.engine.dispose()
 
     async def read(self, work: Callable[[Connection], R], *, snapshot: bool = False) -> R:
         """Run `work` on a connection; with `snapshot`, its statements see one moment of the
         database (a read of a single statement always does)."""
+        if self._server_reads is not None and not snapshot:
+            async with self._server_reads.connect() as conn:
+                return await conn.run_sync(work)
         return await self._transact(self._begin.snapshot if snapshot else None, work, False)
 
     async def write(self, work: Callable[[Connection], R]) -> R:
@@ -146,21 +169,20 @@ class StoreBase:
         Once started it runs to its end even if the awaiting task is cancelled: a write is
         recorded whole or not at all, never cut in the middle by a cancellation.
         """
+        if self._server is not None:
+            # Shielded: a cancelled caller does not cut the transaction short.
+            return await asyncio.shield(self._transact(self._begin.write, work, True))
         return await self._transact(self._begin.write, work, True)
 
     async def _transact(
         self, begin: str | None, work: Callable[[Connection], R], commit: bool
     ) -> R:
-        if self._threads is not None:
-            return await self._run(_pooled, self.engine, begin, work, commit)
+        if self._server is not None:
+            async with self._server.connect() as conn:
+                return await conn.run_sync(_transact, begin, work, commit)
         if self._inline is None or self._inline.closed or self._inline.invalidated:
             self._inline = self.engine.connect()
         return _transact(self._inline, begin, work, commit)
-
-    async def _run(self, function: Callable[..., R], *args: Any) -> R:
-        if self._threads is None:
-            return function(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     def _event(
         self, conn: Connection, run_id: str | None, type_: str, data: Mapping[str, Any]
@@ -219,11 +241,6 @@ def _transact(
     else:
         conn.rollback()
     return result
-
-
-def _pooled(engine: Engine, begin: str | None, work: Callable[[Connection], R], commit: bool) -> R:
-    with engine.connect() as conn:
-        return _transact(conn, begin, work, commit)
 
 
 def _record(cls: type[R], row: RowMapping) -> R:

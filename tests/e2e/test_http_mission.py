@@ -66,6 +66,8 @@ async def follow(
         headers["Last-Event-ID"] = last_id
     async with aconnect_sse(client, "GET", f"{server.api}/events", headers=headers) as source:
         async for sse in source.aiter_sse():
+            if not sse.data:  # the keep-alive comment, every 15 s: no event of the log
+                continue
             received.append({"id": int(sse.id), "type": sse.event, **json.loads(sse.data)})
             last_id = sse.id
             if sse.event == "run.done" or (stop_after and len(received) >= stop_after):

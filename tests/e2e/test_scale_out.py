@@ -176,16 +176,22 @@ async def _follow(client: httpx.AsyncClient, url: str, seen: list[dict[str, Any]
     headers = {"Accept": "text/event-stream"}
     async with aconnect_sse(client, "GET", f"{url}/api/v1/events", headers=headers) as source:
         async for sse in source.aiter_sse():
+            if not sse.data:  # the keep-alive comment, every 15 s: no event of the log
+                continue
             seen.append({"id": int(sse.id), "type": sse.event, **json.loads(sse.data)})
 
 
 async def _until_streams_show(streams: list[list[dict[str, Any]]], run_ids: list[str]) -> None:
     deadline = time.monotonic() + 30
     wanted = set(run_ids)
-    while time.monotonic() < deadline:
+    while True:
         done = [{e["run_id"] for e in seen if e["type"] == "run.done"} for seen in streams]
         if all(wanted <= d for d in done):
             return
+        if time.monotonic() > deadline:
+            lacking = [sorted(wanted - d) for d in done]
+            last = [seen[-1]["id"] if seen else None for seen in streams]
+            pytest.fail(f"after 30 s the streams lack run.done of {lacking} (last ids {last})")
         await asyncio.sleep(0.1)
 
 
