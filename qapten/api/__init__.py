@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
-from qapten.api.auth import TokenBook
 from qapten.api.deps import ApiContext
 from qapten.api.limits import add_limits
 from qapten.api.routes import events, metrics, org, proposals, runs
@@ -52,11 +51,11 @@ def router(
 
     `tokens` are the ones it accepts (by default, every token of `settings`). The router brings
     no body size, rate or CORS limits: those are middlewares of the whole app, which the host
-    owns. ``add_limits(app, settings, api_prefix=...)`` installs Qapten's.
+    owns. ``add_limits(app, settings, api_prefix=...)`` installs Qapten's. Nor does it serve
+    the pages of decision links: without them, making links answers 404 ``links_off``.
     """
     settings = settings or ApiSettings.load()
-    book = TokenBook(settings.all_tokens() if tokens is None else tokens)
-    context = ApiContext(swarm=swarm, settings=settings, tokens=book)
+    context = ApiContext.of(swarm, settings, tokens)
 
     # Dependencies are `async def` although they never wait: FastAPI runs a plain `def` one in
     # a worker thread, a hop to a thread and back on every request for a one-line function.
@@ -76,8 +75,9 @@ def create_app(
     tokens: Iterable[TokenSpec] | None = None,
     opens_swarm: bool = True,
 ) -> FastAPI:
-    """A FastAPI app serving the API under /api/v1 and the web inbox at /; it opens and closes
-    `swarm` with itself (unless not `opens_swarm`: then whoever mounts it does).
+    """A FastAPI app serving the API under /api/v1, the web inbox at / and the pages of signed
+    decision links at /links/; it opens and closes `swarm` with itself (unless not
+    `opens_swarm`: then whoever mounts it does).
 
     It is guarded by `add_limits`: bodies over ``settings.max_body_bytes`` get 413, callers over
     ``settings.rate_limit`` get 429 with ``Retry-After``, and CORS is off unless
@@ -93,8 +93,11 @@ def create_app(
     app.include_router(router(swarm, settings, tokens=tokens), prefix=API_PREFIX)
     # Imported here: the web inbox is a client of this API and is only served by a whole app.
     from qapten.web import web_router
+    from qapten.web.links import link_pages
 
     app.include_router(web_router(api_prefix=API_PREFIX))
+    # The decision links' pages: their signed token is their credential, not a bearer token.
+    app.include_router(link_pages(ApiContext.of(swarm, settings, tokens)))
     add_limits(app, settings, api_prefix=API_PREFIX)
     return app
 

@@ -62,3 +62,12 @@ class TokenBook:
 
     def principal(self, token: str) -> Principal | None:
         return self._by_digest.get(token_digest(token))
+
+    def by_name(self, name: str) -> Principal | None:
+        """The holder of the token named `name`: a signed link acts with that token's rights,
+        as they are when the link is used (a token removed since then decides nothing)."""
+        return next((p for p in self._by_digest.values() if p.name == name), None)
+
+    def names(self) -> list[str]:
+        """The tokens' names, sorted: the identities a link can be made for."""
+        return sorted({p.name for p in self._by_digest.values()})

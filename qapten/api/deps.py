@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -11,8 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qapten.api.auth import Principal, TokenBook
 from qapten.api.errors import ApiError
+from qapten.api.links import LinkSigner
 from qapten.api.schemas import decode_cursor
-from qapten.api.settings import ApiSettings
+from qapten.api.settings import ApiSettings, TokenSpec
 from qapten.swarm import Swarm
 
 
@@ -21,6 +23,16 @@ class ApiContext:
     swarm: Swarm
     settings: ApiSettings
     tokens: TokenBook
+    links: LinkSigner | None = None
+    """Signs and reads one-click decision links; None when they are off (no ``links_secret``)."""
+
+    @classmethod
+    def of(
+        cls, swarm: Swarm, settings: ApiSettings, tokens: Iterable[TokenSpec] | None = None
+    ) -> ApiContext:
+        """The context of an app over `swarm` accepting `tokens` (by default, the settings')."""
+        book = TokenBook(settings.all_tokens() if tokens is None else tokens)
+        return cls(swarm, settings, book, LinkSigner.of(settings.links_secret))
 
 
 # The dependencies are `async def` although they never wait: FastAPI runs a plain `def` one in a
@@ -43,15 +55,17 @@ async def refuse(
     *,
     who: str | None = None,
     run_id: str | None = None,
+    path: str | None = None,
 ) -> ApiError:
-    """Record a refused attempt as an event, and make the error to raise."""
+    """Record a refused attempt as an event, and make the error to raise. `path` replaces the
+    request's in the event when that one holds a secret (a decision link's token)."""
     await context.swarm.store.add_event(
         run_id,
         "access.refused",
         {
             "status": status,
             "method": request.method,
-            "path": request.url.path,
+            "path": request.url.path if path is None else path,
             "who": who,
             "reason": message,
         },

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from qapten.api.deciding import ApprovedTwice
 from qapten.errors import (
     InvalidDecision,
     ProposalAlreadyDecided,
@@ -58,6 +59,8 @@ def as_api_error(exc: Exception) -> ApiError | None:
                 str(exc),
                 details={"status": exc.status, "decided_by": exc.decided_by},
             )
+        case ApprovedTwice():  # before InvalidDecision, which it is too
+            return ApiError(409, "already_approved", str(exc), details={"approvals": exc.approvals})
         case InvalidDecision():
             return ApiError(422, "invalid_decision", str(exc))
         case RequestValidationError():

@@ -136,6 +136,22 @@ class DecisionCreate(BaseModel):
         )
 
 
+class LinksCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    for_: str = Field(alias="for", min_length=1, max_length=200)
+    """The name of the token whose holder the links decide as (and with whose rights)."""
+
+
+class LinksPublic(BaseModel):
+    approve: str | None
+    """Opens a page that approves once confirmed; null for a question (it takes an answer)."""
+    reject: str
+    """Opens a page that rejects once confirmed."""
+    expires_at: datetime
+    """Both links stop working then; each works once."""
+
+
 class EventPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

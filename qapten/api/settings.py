@@ -11,9 +11,11 @@ directly (for scripts and containers)::
     max_body_bytes: 1048576          # larger request bodies get 413
     rate_limit: 600/minute           # per token (per address without one); off to disable: 429
     cors_origins: [https://ops.example.com]   # none by default: no cross-origin browser access
+    links_secret: …                  # signs one-click decision links; none: links are off
+    links_ttl_seconds: 86400         # how long a link stays usable
 
 In the environment: ``QAPTEN_RATE_LIMIT=600/minute``,
-``QAPTEN_CORS_ORIGINS=https://a.example,https://b.example``.
+``QAPTEN_CORS_ORIGINS=https://a.example,https://b.example``, ``QAPTEN_LINKS_SECRET=…``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from qapten.api.rates import Rate
 from qapten.errors import ConfigurationError
 
 Scope = Literal["admin", "approver", "viewer"]
+MIN_LINKS_SECRET = 32
 
 
 def token_digest(token: str) -> str:
@@ -82,6 +85,11 @@ class ApiSettings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     """Origins (``https://host[:port]``) whose pages may call the API from a browser; none by
     default, and then no response carries CORS headers."""
+    links_secret: SecretStr | None = None
+    """Signs one-click decision links (qapten.api.links), ``QAPTEN_LINKS_SECRET``; without it,
+    links are off. Changing it voids every link made before."""
+    links_ttl_seconds: int = Field(86400, ge=60)
+    """How long a decision link stays usable after it is made."""
 
     @field_validator("rate_limit", mode="before")
     @classmethod
@@ -118,6 +126,18 @@ class ApiSettings(BaseSettings):
                 )
                 raise ValueError(msg)
         return tuple(dict.fromkeys(origins))
+
+    @field_validator("links_secret")
+    @classmethod
+    def _check_links_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        # Anyone who knows it can decide anything as anyone: a short one could be guessed.
+        if secret is not None and len(secret.get_secret_value()) < MIN_LINKS_SECRET:
+            msg = (
+                f"links_secret: use at least {MIN_LINKS_SECRET} characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one)"
+            )
+            raise ValueError(msg)
+        return secret
 
     def rate(self) -> Rate | None:
         """`rate_limit`, parsed."""

@@ -1,5 +1,6 @@
 """Durable records of Qapten: runs, proposals and decisions, deadlines, events. `Store` also has
-the run leases (leases.py) and the tool journal (journal.py), on the base in base.py.
+the run leases (leases.py), the tool journal (journal.py), the notes (notes.py) and the used
+decision links (links.py), on the base in base.py.
 
 One SQLAlchemy Core engine; SQLite (WAL) by default. Every state change writes its event in the
 same transaction, so the audit log never disagrees with the records it describes.
@@ -31,6 +32,7 @@ from qapten.store.base import (
 )
 from qapten.store.journal import Journal
 from qapten.store.leases import Leases
+from qapten.store.links import Links
 from qapten.store.notes import Notes
 
 # The statements of the hot path, built once: building one per call costs as much as running
@@ -64,7 +66,7 @@ _MOVE_RUN = update(t.runs).where(
 _MOVE_RUN_FROM = _MOVE_RUN.where(t.runs.c.status == bindparam("b_from"))
 
 
-class Store(Leases, Journal, Notes):
+class Store(Leases, Journal, Notes, Links):
     """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`.
 
     `clock` gives every time the store writes (tests pass a fake one). `terms`, when set, gives

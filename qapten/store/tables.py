@@ -1,4 +1,5 @@
-"""Qapten's own tables, beside LangGraph's checkpoints: runs, proposals, events, tool journal."""
+"""Qapten's own tables, beside LangGraph's checkpoints: runs, proposals, events, tool journal,
+notes, and the signed decision links already used."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 """The Alembic revision these tables are at (qapten/store/migrations; a test checks it is head)."""
 
 # 64-bit ids on a database server; on SQLite an INTEGER primary key is the 64-bit rowid already,
@@ -122,4 +123,14 @@ notes = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # A step replayed after a crash writes the same key again: it must not add a second note.
     UniqueConstraint("run_id", "task_id", "key", name="uq_qapten_notes_key"),
+)
+
+# Signed decision links used (qapten/store/links.py): a link decides once, so its nonce is kept.
+link_uses = Table(
+    "qapten_link_uses",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("proposal_id", String(40), nullable=False),
+    Column("used_by", String(200), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=False),
 )

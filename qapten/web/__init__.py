@@ -4,6 +4,9 @@ The pages hold no data, so they need no token: their script reads the token from
 (``/#token=...``, which never reaches the server), keeps it in ``sessionStorage`` and fetches
 everything from the JSON API, rendering agent text with ``textContent`` only. A strict
 Content-Security-Policy (scripts from this server only) is a second wall against injected markup.
+
+The pages of signed decision links (links.py) are the exception: the signed token in their URL
+is their credential, they show one proposal from the server and decide it with a plain form.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import jinja2
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse
-from fastapi.templating import Jinja2Templates
+
+from qapten.web.pages import PAGE_HEADERS, TEMPLATES
 
 __all__ = ["web_router"]
 
@@ -24,24 +27,6 @@ _STATIC = _HERE / "static"
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 # Only the files shipped here are served: no path from the URL ever touches the file system.
 _STATIC_FILES = {path.name: path for path in _STATIC.iterdir() if path.suffix in _MEDIA_TYPES}
-
-_templates = Jinja2Templates(
-    env=jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_HERE / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-)
-
-_PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 
 RunId = Annotated[str, PathParam(min_length=1, max_length=200)]
 
@@ -56,7 +41,7 @@ def web_router(*, api_prefix: str = "/api/v1") -> APIRouter:
     def page(request: Request, template: str, title: str, **extra: str) -> HTMLResponse:
         # Templates build their own links with url_for, so the pages work under any prefix.
         context = {"title": title, "api": api_prefix.rstrip("/"), **extra}
-        return _templates.TemplateResponse(request, template, context, headers=_PAGE_HEADERS)
+        return TEMPLATES.TemplateResponse(request, template, context, headers=PAGE_HEADERS)
 
     @web.get("/", response_class=HTMLResponse, name="qapten_inbox")
     async def inbox(request: Request) -> HTMLResponse:
