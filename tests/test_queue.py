@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from qapten import Swarm
+from qapten.errors import ConfigurationError
 from qapten.queue import RunQueue, WorkerOptions
 from qapten.testing import ScriptedChatModel
 
@@ -69,7 +70,7 @@ async def test_a_run_whose_recorder_died_before_enqueuing_is_rescued_and_advance
 
 
 async def test_workers_need_postgres(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="workers need PostgreSQL"):
+    with pytest.raises(ConfigurationError, match="workers need PostgreSQL"):
         RunQueue(f"sqlite:///{tmp_path / 'q.db'}")
 
 
