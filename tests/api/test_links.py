@@ -139,7 +139,9 @@ async def test_a_link_acts_on_its_own_proposal_only(
     claim[0] = b.id
     forged = base64.urlsafe_b64encode(json.dumps(claim, separators=(",", ":")).encode())
     tampered = f"{forged.decode().rstrip('=')}.{stamp}.{signature}"
-    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    # The signature's first character: all six of its bits count (the last one's low bits are
+    # base64 padding, and changing only those would leave the signature intact).
+    flipped = f"{payload}.{stamp}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
     for bad in (tampered, flipped, "not-a-link", "x" * 5000):
         for method in ("GET", "POST"):
             answer = await client.request(method, f"/links/{bad}")
