@@ -22,9 +22,10 @@ COPY pyproject.toml README.md ./
 COPY qapten ./qapten
 COPY agents ./agents
 # mcp: tools from MCP servers named in the chart. postgres: --db postgresql://..., `serve
-# --workers` and `qapten worker` (docker-compose.yml). The embedded model (extra "local") is left
-# out: it compiles llama.cpp and needs build tools; a container talks to a model server instead.
-ARG EXTRAS=mcp,postgres
+# --workers` and `qapten worker` (docker-compose.yml). chat: Slack and Telegram channels. The
+# embedded model (extra "local") is left out: it compiles llama.cpp and needs build tools; a
+# container talks to a model server instead.
+ARG EXTRAS=mcp,postgres,chat
 RUN pip install ".[${EXTRAS}]"
 
 COPY examples ./examples

@@ -4,14 +4,15 @@ JSON API inside another FastAPI app, `add_limits(app, settings)` to guard the ap
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 from qapten.api.deps import ApiContext
 from qapten.api.limits import add_limits
-from qapten.api.routes import events, metrics, org, proposals, runs
+from qapten.api.routes import deliveries, events, metrics, org, proposals, runs
 from qapten.api.settings import ApiSettings, TokenSpec
+from qapten.errors import ConfigurationError
 from qapten.swarm import Swarm
 
 API_PREFIX = "/api/v1"
@@ -63,7 +64,8 @@ def router(
         request.state.qapten = context
 
     api = APIRouter(dependencies=[Depends(bind)])
-    for resource in (runs.router, proposals.router, events.router, org.router, metrics.router):
+    resources = (runs, proposals, events, deliveries, org, metrics)
+    for resource in (module.router for module in resources):
         api.include_router(resource)
     return api
 
@@ -77,18 +79,37 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving the API under /api/v1, the web inbox at / and the pages of signed
     decision links at /links/; it opens and closes `swarm` with itself (unless not
-    `opens_swarm`: then whoever mounts it does).
+    `opens_swarm`: then whoever mounts it does). When ``settings.channels`` names chat
+    channels or webhooks, it runs their notifier too and takes their requests (/slack/…,
+    /telegram/…): see qapten.channels.
 
     It is guarded by `add_limits`: bodies over ``settings.max_body_bytes`` get 413, callers over
     ``settings.rate_limit`` get 429 with ``Retry-After``, and CORS is off unless
     ``settings.cors_origins`` names some origins.
     """
     settings = settings or ApiSettings.load()
+    context = ApiContext.of(swarm, settings, tokens)
+    # Imported here: a server with no chat channel loads none of their libraries.
+    from qapten.channels.runtime import chat_channels
+
+    channels = chat_channels(context)
+    if channels is not None and not opens_swarm:
+        msg = (
+            "channels: chat channels and webhooks run with the app that opens the swarm; "
+            "a deployment of several org charts has none"
+        )
+        raise ConfigurationError(msg)
+
+    @asynccontextmanager
+    async def serving(_app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(swarm), channels.running() if channels else nullcontext():
+            yield
+
     app = FastAPI(
         title=f"Qapten — {swarm.chart.name}",
         summary="Approve, reject, edit or answer what the agents propose.",
         version="1",
-        lifespan=(lambda _app: lifespan(swarm)) if opens_swarm else None,
+        lifespan=serving if opens_swarm else None,
     )
     app.include_router(router(swarm, settings, tokens=tokens), prefix=API_PREFIX)
     # Imported here: the web inbox is a client of this API and is only served by a whole app.
@@ -97,7 +118,10 @@ def create_app(
 
     app.include_router(web_router(api_prefix=API_PREFIX))
     # The decision links' pages: their signed token is their credential, not a bearer token.
-    app.include_router(link_pages(ApiContext.of(swarm, settings, tokens)))
+    app.include_router(link_pages(context))
+    # Slack's and Telegram's requests to the app: signed by them, not bearer tokens either.
+    for channel_routes in channels.routers if channels else []:
+        app.include_router(channel_routes)
     add_limits(app, settings, api_prefix=API_PREFIX)
     return app
 
@@ -114,6 +138,12 @@ def create_teams_app(swarms: Mapping[str, Swarm], settings: ApiSettings | None =
     from qapten.api.teams import TeamRouting
 
     settings = settings or ApiSettings.load()
+    if settings.channels.enabled:
+        msg = (
+            "channels: chat channels and webhooks serve a deployment of one org chart; "
+            "serve each team with channels on its own"
+        )
+        raise ConfigurationError(msg)
     apps: dict[str, FastAPI] = {}
     team_of: dict[str, str] = {}
     for team, swarm in swarms.items():

@@ -1,6 +1,6 @@
-"""One way to decide a proposal as someone, for every channel that lets a human decide: the JSON
-API's decision route and the signed links' pages. Who may decide is checked here, once, so that
-no channel can drift from the others.
+"""One way to decide a proposal as someone, and to start a run as someone, for every channel that
+lets a human act: the JSON API, the signed links' pages and the chat channels (qapten.channels).
+Who may do what is checked here, once, so that no channel can drift from the others.
 
 Raises `Forbidden` when the decider may not decide the proposal, `ApprovedTwice` when an approver
 of an act with a quorum approves again, and the engine's own errors (`ProposalNotFound`,
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from qapten.api.auth import Principal
 from qapten.proposals import AlreadyApproved, Decision, Proposal
+from qapten.store.base import Run
 from qapten.swarm import Swarm
 
 
@@ -46,3 +47,11 @@ async def decide_as(
     except AlreadyApproved as exc:
         approvals = [approval.by for approval in (await swarm.proposal(proposal_id)).approvals]
         raise ApprovedTwice(str(exc), approvals) from exc
+
+
+async def start_as(swarm: Swarm, caller: Principal, mission: str, **about: str) -> Run:
+    """Start a run on `mission` for `caller` (the API checked `can_write` already; a chat
+    command checks it itself); `about` goes into the ``run.requested`` event (the channel)."""
+    run = await swarm.start(mission)
+    await swarm.store.add_event(run.id, "run.requested", {"by": caller.name, **about})
+    return run

@@ -162,6 +162,27 @@ class EventPublic(BaseModel):
     created_at: datetime
 
 
+class DeliveryPublic(BaseModel):
+    """One notice owed to a chat channel or webhook, and how its delivery went."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    destination: str
+    """``slack:CHANNEL``, ``telegram:CHAT_ID`` or ``webhook:NAME``."""
+    event_id: int
+    event_type: str
+    run_id: str | None
+    proposal_id: str | None
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    """Tries so far (a pending delivery with tries failed and waits for the next)."""
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None

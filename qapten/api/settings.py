@@ -13,6 +13,8 @@ directly (for scripts and containers)::
     cors_origins: [https://ops.example.com]   # none by default: no cross-origin browser access
     links_secret: …                  # signs one-click decision links; none: links are off
     links_ttl_seconds: 86400         # how long a link stays usable
+    public_url: https://qapten.example.com   # where people reach this server (links in notices)
+    channels: {slack: …, telegram: …, webhooks: […], routes: […]}   # qapten.channels.settings
 
 In the environment: ``QAPTEN_RATE_LIMIT=600/minute``,
 ``QAPTEN_CORS_ORIGINS=https://a.example,https://b.example``, ``QAPTEN_LINKS_SECRET=…``.
@@ -27,10 +29,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from qapten.api.rates import Rate
+from qapten.channels.settings import ChannelSettings
 from qapten.errors import ConfigurationError
 
 Scope = Literal["admin", "approver", "viewer"]
@@ -90,6 +93,11 @@ class ApiSettings(BaseSettings):
     links are off. Changing it voids every link made before."""
     links_ttl_seconds: int = Field(86400, ge=60)
     """How long a decision link stays usable after it is made."""
+    public_url: str | None = Field(None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    """The address people reach this server at (``https://qapten.example.com``): the links
+    that notices carry start with it. Links made over the API use the request's address."""
+    channels: ChannelSettings = ChannelSettings()
+    """Chat channels and webhooks that notify people and let them decide (qapten.channels)."""
 
     @field_validator("rate_limit", mode="before")
     @classmethod
@@ -138,6 +146,17 @@ class ApiSettings(BaseSettings):
             )
             raise ValueError(msg)
         return secret
+
+    @model_validator(mode="after")
+    def _links_in_notices(self) -> ApiSettings:
+        for index, hook in enumerate(self.channels.webhooks):
+            if hook.links_for and (self.links_secret is None or self.public_url is None):
+                msg = (
+                    f"channels.webhooks.{index}.links_for: links in notices need "
+                    "links_secret and public_url"
+                )
+                raise ValueError(msg)
+        return self
 
     def rate(self) -> Rate | None:
         """`rate_limit`, parsed."""

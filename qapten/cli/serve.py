@@ -32,7 +32,7 @@ from qapten.cli.common import (
     run_queue,
     swarm_for,
 )
-from qapten.errors import QaptenError, field_problems
+from qapten.errors import ConfigurationError, QaptenError, field_problems
 from qapten.storage import default_db
 from qapten.teams import TEAM_NAME
 
@@ -123,6 +123,8 @@ def serve(
     try:
         for team in teams:
             settings.team_tokens(team, teams.keys())
+        if settings.channels.enabled:
+            _check_channels(settings, teams=len(teams))
     except QaptenError as exc:
         fail(f"settings: {exc}")
     if not settings.all_tokens() and not is_loopback(host):
@@ -162,14 +164,16 @@ def serve(
     from qapten.api import create_app, create_teams_app
 
     settings = settings.model_copy(update={"data_dir": data_dir})
-    if len(swarms) == 1:
-        web_app = create_app(next(iter(swarms.values())), settings)
-        names = [f"{chart.name} ({len(chart.roles)} roles)" for chart in teams.values()]
-    else:
-        web_app = create_teams_app(swarms, settings)
-        names = [
-            f"team {team}: {chart.name} ({len(chart.roles)} roles)" for team, chart in teams.items()
-        ]
+    try:  # the channels' settings are checked against the tokens here (one-line errors)
+        if len(swarms) == 1:
+            web_app = create_app(next(iter(swarms.values())), settings)
+        else:
+            web_app = create_teams_app(swarms, settings)
+    except QaptenError as exc:
+        fail(f"settings: {exc}")
+    names = [f"{chart.name} ({len(chart.roles)} roles)" for chart in teams.values()]
+    if len(swarms) > 1:
+        names = [f"team {team}: {name}" for team, name in zip(teams, names, strict=True)]
     server = uvicorn.Server(uvicorn.Config(web_app, host=host, port=port, log_level="info"))
     typer.echo(f"Qapten serving {'; '.join(names)} on {url}")
     if queue is not None:
@@ -177,6 +181,17 @@ def serve(
     for note in notes:
         typer.echo(note)
     asyncio.run(_serve(server, list(swarms.values()), queue, sock))
+
+
+def _check_channels(settings: ApiSettings, *, teams: int) -> None:
+    from qapten.channels.runtime import check_channels
+
+    if teams > 1:
+        msg = "channels: chat channels and webhooks serve a deployment of one org chart"
+        raise ConfigurationError(msg)
+    # Without tokens, the server makes an admin token named "admin" at its first start.
+    names = [spec.name for spec in settings.all_tokens()] or ["admin"]
+    check_channels(settings.channels, names)
 
 
 async def _serve(

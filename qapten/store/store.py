@@ -1,6 +1,7 @@
 """Durable records of Qapten: runs, proposals and decisions, deadlines, events. `Store` also has
-the run leases (leases.py), the tool journal (journal.py), the notes (notes.py) and the used
-decision links (links.py), on the base in base.py.
+the run leases (leases.py), the tool journal (journal.py), the notes (notes.py), the used
+decision links (links.py) and the chat channels' deliveries (deliveries.py), on the base in
+base.py.
 
 One SQLAlchemy Core engine; SQLite (WAL) by default. Every state change writes its event in the
 same transaction, so the audit log never disagrees with the records it describes.
@@ -30,6 +31,7 @@ from qapten.store.base import (
     _proposal,
     _record,
 )
+from qapten.store.deliveries import Deliveries
 from qapten.store.journal import Journal
 from qapten.store.leases import Leases
 from qapten.store.links import Links
@@ -51,6 +53,7 @@ _STEP_PROPOSAL = select(t.proposals).where(
     t.proposals.c.step == bindparam("b_step"),
 )
 _INSERT_PROPOSAL = insert(t.proposals)
+_EVENT = select(t.events).where(t.events.c.id == bindparam("b_id"))
 # A decision lands on a proposal still pending and before its deadline (the compare-and-set).
 _DECIDE = update(t.proposals).where(
     t.proposals.c.id == bindparam("b_id"),
@@ -66,7 +69,7 @@ _MOVE_RUN = update(t.runs).where(
 _MOVE_RUN_FROM = _MOVE_RUN.where(t.runs.c.status == bindparam("b_from"))
 
 
-class Store(Leases, Journal, Notes, Links):
+class Store(Leases, Journal, Notes, Links, Deliveries):
     """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`.
 
     `clock` gives every time the store writes (tests pass a fake one). `terms`, when set, gives
@@ -536,6 +539,10 @@ class Store(Leases, Journal, Notes, Links):
             query = query.where(t.events.c.run_id == run_id)
         rows = await self.read(lambda conn: conn.execute(query).all())
         return [_record(Event, row._mapping) for row in rows]
+
+    async def event(self, event_id: int) -> Event | None:
+        row = await self.read(lambda conn: conn.execute(_EVENT, {"b_id": event_id}).first())
+        return None if row is None else _record(Event, row._mapping)
 
 
 def tokens_by_role(conn: Connection, run_id: str | None = None) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """Qapten's own tables, beside LangGraph's checkpoints: runs, proposals, events, tool journal,
-notes, and the signed decision links already used."""
+notes, the signed decision links already used, and the notices delivered to chat channels."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 """The Alembic revision these tables are at (qapten/store/migrations; a test checks it is head)."""
 
 # 64-bit ids on a database server; on SQLite an INTEGER primary key is the 64-bit rowid already,
@@ -133,4 +133,37 @@ link_uses = Table(
     Column("proposal_id", String(40), nullable=False),
     Column("used_by", String(200), nullable=False),
     Column("used_at", DateTime(timezone=True), nullable=False),
+)
+
+# Notices for chat channels and webhooks (qapten/store/deliveries.py): one row per event and
+# destination, which is also the delivery log (tries, last error, where the message went).
+deliveries = Table(
+    "qapten_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("destination", String(200), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("event_type", String(60), nullable=False),
+    Column("run_id", String(40)),
+    Column("proposal_id", String(40)),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("message", JSON(none_as_null=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+    # Replicas that read the same events plan the same rows: the second insert does nothing.
+    UniqueConstraint("destination", "event_id", name="uq_qapten_deliveries_event"),
+    Index("ix_qapten_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_qapten_deliveries_proposal", "proposal_id", "destination"),
+)
+
+# How far a reader of the events table has read (the notifier's cursor), so that a restart
+# goes on where it stopped instead of notifying everything again.
+cursors = Table(
+    "qapten_cursors",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("event_id", BigInteger, nullable=False),
 )

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from qapten.api.deciding import start_as
 from qapten.api.deps import Caller, Context, Cursor, Writer
 from qapten.api.errors import ApiError, QaptenRoute
 from qapten.api.schemas import (
@@ -29,9 +30,7 @@ async def start_run(body: RunCreate, context: Context, caller: Writer) -> RunPub
     """Start a run; it advances in the background. Returns at once with the run's id."""
     if not body.mission.strip():
         raise ApiError(422, "invalid_request", "mission: the mission is blank")
-    run = await context.swarm.start(body.mission)
-    await context.swarm.store.add_event(run.id, "run.requested", {"by": caller.name})
-    return RunPublic.model_validate(run)
+    return RunPublic.model_validate(await start_as(context.swarm, caller, body.mission))
 
 
 @router.get("", response_model=Page[RunPublic])
