@@ -12,7 +12,7 @@ from typing import Any
 from qapten.proposals import ALLOWED_DECISIONS, Proposal, ProposalStatus
 from qapten.store.base import Event, Run
 
-CLOSING = frozenset({"proposal.decided", "proposal.expired"})
+CLOSING = frozenset({"proposal.decided", "proposal.expired", "proposal.cancelled"})
 """Events after which a proposal takes no decision: its messages lose their buttons."""
 ASKING = frozenset({"proposal.created", "proposal.reminder", "proposal.escalated"})
 """Events whose messages offer the decisions (while the proposal is pending)."""
@@ -64,7 +64,12 @@ class Notice:
                 case "proposal.escalated":
                     to = self.event.data.get("to") or proposal.escalated_to or "the admins"
                     return f"⤴️ Escalated to {to} — {about}"
-                case "proposal.created" | "proposal.decided" | "proposal.expired":
+                case (
+                    "proposal.created"
+                    | "proposal.decided"
+                    | "proposal.expired"
+                    | "proposal.cancelled"
+                ):
                     return about
         run = self.run
         mission = "" if run is None else f": {shorten(run.mission, 200)}"

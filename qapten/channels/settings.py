@@ -49,6 +49,7 @@ NoticeType = Literal[
     "proposal.escalated",
     "proposal.expired",
     "proposal.decided",
+    "proposal.cancelled",
     "run.done",
     "run.failed",
 ]

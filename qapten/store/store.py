@@ -514,18 +514,22 @@ class Store(Leases, Journal, Notes, Links, Deliveries):
         return await self.write(escalate)
 
     async def cancel_pending(self, run_id: str, *, by: str) -> int:
+        """Cancel the run's pending proposals, each with a ``proposal.cancelled`` event (the
+        chat channels close its messages on it)."""
+        c = t.proposals.c
+        statement = (
+            update(t.proposals)
+            .where(c.run_id == run_id, c.status == ProposalStatus.PENDING.value)
+            .values(status=ProposalStatus.CANCELLED.value, decided_at=self.clock(), decided_by=by)
+            .returning(c.id, c.task_id, c.role)
+        )
+
         def cancel(conn: Connection) -> int:
-            result = conn.execute(
-                update(t.proposals)
-                .where(
-                    t.proposals.c.run_id == run_id,
-                    t.proposals.c.status == ProposalStatus.PENDING.value,
-                )
-                .values(
-                    status=ProposalStatus.CANCELLED.value, decided_at=self.clock(), decided_by=by
-                )
-            )
-            return int(result.rowcount)
+            cancelled = conn.execute(statement).all()
+            for proposal_id, task_id, role in cancelled:
+                data = {"proposal_id": proposal_id, "task_id": task_id, "role": role, "by": by}
+                self._event(conn, run_id, "proposal.cancelled", data)
+            return len(cancelled)
 
         return await self.write(cancel)
 

@@ -248,6 +248,23 @@ async def test_notices_follow_the_routes_and_a_decision_is_notified(
     ]
 
 
+async def test_cancelling_a_run_closes_its_proposals_notices(
+    swarm: Swarm, notifier: MakeNotifier, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    fake, url = receiver
+    sender = notifier(swarm, hooks(url, "ops"))
+    await swarm.store.start_cursor("qapten.notifier")
+    plan_id = await plan_waiting(swarm)
+    await swarm.cancel((await swarm.proposal(plan_id)).run_id, by="alice")
+
+    await settle([sender], lambda log: len(log) == 2 and all_settled(log), swarm)
+    created, cancelled = (r.json() for r in fake.at("/ops"))
+    assert created["type"] == "proposal.created"
+    assert cancelled["type"] == "proposal.cancelled" and cancelled["data"]["by"] == "alice"
+    assert cancelled["proposal"]["status"] == "cancelled"
+    assert cancelled["text"] == created["text"]
+
+
 async def test_a_notice_carries_links_that_decide_once_as_their_identity(
     swarm: Swarm, receiver: tuple[WebhookReceiver, str]
 ) -> None:
