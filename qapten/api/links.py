@@ -32,6 +32,8 @@ LINK_DECISIONS: tuple[LinkDecision, ...] = get_args(LinkDecision)
 SALT = "qapten.link"  # keeps these signatures apart from any other use of the same secret
 LINK_PAGE = "qapten_link"
 """The route name of a link's page (qapten.web.links), to build its URL with ``url_for``."""
+TEAM_HINT = "team"
+"""The query parameter of a link that names its team, for routing only (qapten.api.teams)."""
 MAX_TOKEN = 1000
 """Longer tokens are refused before any decoding (`make`'s are near 150 characters)."""
 

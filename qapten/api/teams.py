@@ -1,12 +1,17 @@
-"""Routing each request of a deployment of several teams to its team's app, by bearer token."""
+"""Routing each request of a deployment of several teams to its team's app: by bearer token,
+and a decision link's page (which a click reaches without one) by the team its query names."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from qapten.api.links import TEAM_HINT
 from qapten.api.settings import token_digest
+
+LINKS = "/links/"
 
 
 class TeamRouting:
@@ -32,6 +37,10 @@ class TeamRouting:
             await self.app(scope, receive, send)
             return
         team = self._team_of.get(_digest(scope))
+        if team is None and scope["path"].startswith(LINKS):
+            # Only a hint: the team's app checks the link's signature and finds its proposal.
+            hinted = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(TEAM_HINT)
+            team = hinted[0] if hinted and hinted[0] in self._apps else None
         await (self._front if team is None else self._apps[team])(scope, receive, send)
 
 

@@ -129,7 +129,10 @@ def link_pages(context: ApiContext) -> APIRouter:
         verb = claim.decision.capitalize()
         ask = f"{verb} this proposal as {claim.who}? Nothing is decided until you press {verb}."
         page = _Page(200, f"{verb} proposal?", ask, proposal, claim)
-        return render(request, page, action=request.url_for(LINK_PAGE, token=token).path)
+        action = request.url_for(LINK_PAGE, token=token).path
+        if request.url.query:  # the team hint, for the form's POST to reach the same team
+            action += f"?{request.url.query}"
+        return render(request, page, action=action)
 
     @web.post("/links/{token}", response_class=HTMLResponse)
     async def decide(request: Request, token: Token) -> HTMLResponse:

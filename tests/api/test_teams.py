@@ -38,7 +38,8 @@ runner = CliRunner()
 def settings_file(folder: Path, tokens: dict[str, dict[str, str]]) -> Path:
     entries = [{**spec, "sha256": token_digest(token)} for token, spec in tokens.items()]
     path = folder / "settings.yaml"
-    path.write_text(yaml.safe_dump({"tokens": entries, "rate_limit": "off"}), encoding="utf-8")
+    settings = {"tokens": entries, "rate_limit": "off", "links_secret": "k" * 40}
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
     return path
 
 
@@ -180,7 +181,23 @@ def test_a_teams_tokens_reach_nothing_of_another_team(api: Callable[[str], Api])
     [action] = poll(lambda: a.items("/proposals", status="pending", role="cto"), "action of A")
     assert action["run_id"] == run_id
     assert b.get(f"/proposals/{action['id']}").status_code == 404
-    assert [p["role"] for p in b.items("/proposals", status="pending")] == ["ceo"]
+    [b_plan] = b.items("/proposals", status="pending")
+    assert b_plan["role"] == "ceo"
+
+    # A decision link of B's, clicked without any token, reaches B's app (not the first
+    # team's) and decides there, as bob; the same link with A's team named decides nothing.
+    links = b.post(f"/proposals/{b_plan['id']}/links", {"for": "bob"})
+    assert links.status_code == 200, links.text
+    approve = links.json()["approve"]
+    assert approve.endswith(f"?team={B}")
+    with httpx.Client(timeout=10) as browser:
+        misrouted = browser.post(approve.replace(f"team={B}", f"team={A}"))
+        assert misrouted.status_code == 404
+        page = browser.get(approve)
+        assert page.status_code == 200 and f'?team={B}"' in page.text  # the form posts to B
+        assert browser.post(approve).status_code == 200
+    decided = b.get(f"/proposals/{b_plan['id']}").json()
+    assert (decided["status"], decided["decided_by"]) == ("approved", "bob")
 
 
 # -- settings that a deployment of several charts refuses ------------------------------------

@@ -10,7 +10,7 @@ from starlette.routing import NoMatchFound
 from qapten.api.deciding import Forbidden, decide_as
 from qapten.api.deps import Caller, Context, Cursor, refuse
 from qapten.api.errors import ApiError, QaptenRoute
-from qapten.api.links import LINK_DECISIONS, LINK_PAGE
+from qapten.api.links import LINK_DECISIONS, LINK_PAGE, TEAM_HINT
 from qapten.api.schemas import (
     DecisionCreate,
     LinksCreate,
@@ -116,9 +116,13 @@ async def make_links(
     decisions = [d for d in LINK_DECISIONS if d in ALLOWED_DECISIONS[proposal.kind]]
     # Read before signing: the links' own timestamps can only be later, never earlier.
     expires_at = signer.expires_at(context.settings.links_ttl_seconds)
+    # A click carries no bearer token: in a deployment of several teams, the link's query
+    # names the team whose app its page is (qapten.api.teams); that app checks the link.
+    team = f"?{TEAM_HINT}={swarm.team}" if swarm.team else ""
     try:
         urls = {
             d: str(request.url_for(LINK_PAGE, token=signer.make(proposal.id, decider.name, d)))
+            + team
             for d in decisions
         }
     except NoMatchFound as exc:  # the router mounted alone, without create_app's pages
