@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +26,8 @@ from tests.fakes import serving
 from tests.fakes.webhook_receiver import WebhookReceiver
 
 from ..api.conftest import TOKENS, auth
-from ..conftest import SwarmFactory
+from ..conftest import SwarmFactory, write_org
+from ..test_deadlines import FakeClock, cto_writes, pending_action, with_deadline
 
 SECRET = "w" * 32
 OTHER_SECRET = "x" * 32
@@ -246,6 +249,42 @@ async def test_notices_follow_the_routes_and_a_decision_is_notified(
     assert [(b["type"], b["proposal"]["kind"]) for b in marketing] == [
         ("proposal.created", "question")
     ]
+
+
+async def test_a_reminder_and_an_expiry_are_notified_after_the_proposal(
+    make_swarm: SwarmFactory,
+    notifier: MakeNotifier,
+    receiver: tuple[WebhookReceiver, str],
+    tmp_path: Path,
+) -> None:
+    fake, url = receiver
+    clock = FakeClock()
+    org = write_org(tmp_path, with_deadline({"expires_after": "30m", "remind_before": "10m"}))
+    swarm = make_swarm(cto_writes(), org=org, clock=clock, sweep_interval=None)
+    await swarm.open()
+    sender = notifier(swarm, hooks(url, "ops"))
+    await swarm.store.start_cursor("qapten.notifier")
+    action = await pending_action(swarm)
+    for minutes in (20, 10):  # the reminder, then the deadline
+        clock.advance(timedelta(minutes=minutes))
+        await swarm.expire_due()
+
+    def about_it(log: list[Delivery]) -> list[Delivery]:
+        return [d for d in log if d.proposal_id == action.id]  # the run goes on meanwhile
+
+    await settle(
+        [sender], lambda log: len(about_it(log)) == 3 and all_settled(about_it(log)), swarm
+    )
+    notices = [r.json() for r in fake.at("/ops")]
+    created, reminded, expired = [n for n in notices if n["type"].startswith("proposal.")]
+    assert [created["type"], reminded["type"], expired["type"]] == [
+        "proposal.created",
+        "proposal.reminder",
+        "proposal.expired",
+    ]
+    assert {n["proposal"]["id"] for n in (created, reminded, expired)} == {action.id}
+    assert reminded["text"].startswith("⏰ Still waiting for a decision")
+    assert expired["proposal"]["status"] == "expired"
 
 
 async def test_cancelling_a_run_closes_its_proposals_notices(
