@@ -23,7 +23,7 @@ from langgraph.types import Command, Send
 from qapten.board import Board, StepInput, Task, TaskStatus
 from qapten.context import SwarmContext
 from qapten.orgchart import OrgChart
-from qapten.roles import act, child_report, think
+from qapten.roles import act, child_report, outcome_events, think
 from qapten.store.notes import Note, report_key
 
 DISPATCH = "dispatch"
@@ -125,20 +125,7 @@ async def role_step(
         patch, calls = await think(ctx, run_id, step["mission"], task)
         await _record_outcome(ctx, run_id, task, patch)
         return {"tasks": {task["id"]: patch}, "steps": calls}
-    patch, children = await act(ctx, run_id, task)
-    await _record_outcome(ctx, run_id, task, patch)
-    if children:
-        await ctx.store.add_event(
-            run_id,
-            "task.delegated",
-            {
-                "task_id": task["id"],
-                "role": task["role"],
-                "children": [
-                    {"id": c["id"], "role": c["role"], "brief": c["brief"]} for c in children
-                ],
-            },
-        )
+    patch, children = await act(ctx, run_id, task)  # it records its outcome itself
     updates: dict[str, Any] = {task["id"]: patch}
     updates.update({child["id"]: child for child in children})
     return {"tasks": updates}
@@ -147,15 +134,5 @@ async def role_step(
 async def _record_outcome(
     ctx: SwarmContext, run_id: str, task: Task, patch: dict[str, Any]
 ) -> None:
-    """A task that ends, whichever half of a step ended it, is one event in the audit log."""
-    status = patch.get("status")
-    if status == TaskStatus.DONE.value:
-        await ctx.store.add_event(
-            run_id, "task.done", {"task_id": task["id"], "role": task["role"]}
-        )
-    elif status == TaskStatus.FAILED.value:
-        await ctx.store.add_event(
-            run_id,
-            "task.failed",
-            {"task_id": task["id"], "role": task["role"], "error": patch["error"]},
-        )
+    for type_, data in outcome_events(task, patch):
+        await ctx.store.add_event(run_id, type_, data)

@@ -13,6 +13,7 @@ import logging
 from qapten.errors import WorkspaceError
 from qapten.proposals import Proposal
 from qapten.store import Store
+from qapten.store.journal import FinishedCall
 from qapten.tools import Tool, ToolContext
 from qapten.workspace import Workspace
 
@@ -24,28 +25,28 @@ RESULT_LIMIT = 2000
 
 async def run_tool(
     store: Store, tool: Tool, args: dict[str, object], proposal: Proposal, workspace: Workspace
-) -> str:
-    """Run `tool` at most once for `proposal`; returns a one-line outcome for the role's notes."""
-    entry = await store.get_tool_call(proposal.id)
+) -> tuple[str, FinishedCall | None]:
+    """Run `tool` at most once for `proposal`. Returns a one-line outcome for the role's notes,
+    and how the call ended, which the caller records (`Store.record_act`) with the rest of its
+    step; None when the journal had its end already. Until that is recorded, the call stays
+    ``started``: a replay then treats it as one that a crash cut short."""
+    entry = await store.start_tool_call(
+        proposal.id,
+        run_id=proposal.run_id,
+        task_id=proposal.task_id,
+        role=proposal.role,
+        tool=tool.name,
+        args=dict(args),
+    )
     if entry is not None and entry.status != "started":
-        return _outcome(entry.status, entry.result or "")
-    if entry is None:
-        await store.start_tool_call(
-            proposal.id,
-            run_id=proposal.run_id,
-            task_id=proposal.task_id,
-            role=proposal.role,
-            tool=tool.name,
-            args=dict(args),
-        )
-    elif not tool.idempotent:
+        return _outcome(entry.status, entry.result or ""), None
+    if entry is not None and not tool.idempotent:
         result = (
             "the process stopped while this call was running; it was not run again "
             "because the tool is not idempotent, so its effect is unknown: check before "
             "trying again"
         )
-        await store.finish_tool_call(proposal.id, status="interrupted", result=result)
-        return _outcome("interrupted", result)
+        return _finished(proposal, tool, "interrupted", result)
     context = ToolContext(run_id=proposal.run_id, call_id=proposal.id, workspace=workspace)
     try:
         result = await tool.run(args, context)
@@ -55,8 +56,12 @@ async def run_tool(
     except Exception as exc:  # a tool's failure is the role's news, not the engine's crash
         logger.info("tool %s failed in run %s", tool.name, proposal.run_id, exc_info=True)
         result, status = f"{type(exc).__name__}: {exc}", "failed"
-    await store.finish_tool_call(proposal.id, status=status, result=result)
-    return _outcome(status, result)
+    return _finished(proposal, tool, status, result)
+
+
+def _finished(proposal: Proposal, tool: Tool, status: str, result: str) -> tuple[str, FinishedCall]:
+    call = FinishedCall(proposal.id, proposal.run_id, tool.name, status, result)
+    return _outcome(status, result), call
 
 
 def _outcome(status: str, result: str) -> str:

@@ -14,7 +14,7 @@ up once the store shows a decision.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from langchain_core.messages import AIMessage
 
@@ -27,12 +27,23 @@ from qapten.models import describe_failure, server_errors
 from qapten.policy import AutonomyLevel
 from qapten.prompts import messages_for, retry_message
 from qapten.proposals import AUTO_DECIDER, Proposal, ProposalStatus, payload_hash
+from qapten.store.journal import FinishedCall
 from qapten.store.notes import Note, step_key
+from qapten.store.steps import StepEvent
 from qapten.testing import ROLE_METADATA_KEY
 
 Patch = dict[str, Any]
-Outcome = tuple[Patch, list[Task], str | None]
-"""What an act does to its task: the patch, new child tasks, and the note the role learns."""
+
+
+class Outcome(NamedTuple):
+    """What an act does to its task."""
+
+    patch: Patch
+    children: list[Task]
+    note: str | None
+    """What the role learns, if anything."""
+    finished: FinishedCall | None = None
+    """How the act's tool call ended, when it ran one now."""
 
 
 def fail(reason: str) -> Patch:
@@ -48,14 +59,14 @@ async def think(ctx: SwarmContext, run_id: str, mission: str, task: Task) -> tup
             f"step limit reached: {role.name} may make {role.max_steps} model "
             "calls per task (max_steps in the org chart)"
         ), 0
-    proposal = await ctx.store.find_step_proposal(run_id, task["id"], step)
+    proposal, notes = await ctx.store.recall_step(run_id, task["id"], step)
     calls = 0
     if proposal is None:
         request = await over_budget(ctx, run_id, role.name)
         if request is not None:
             proposal = await budget_proposal(ctx, run_id, task["id"], role.name, step, request)
         else:
-            proposal, calls, failure = await _ask_model(ctx, run_id, mission, task, step)
+            proposal, calls, failure = await _ask_model(ctx, run_id, mission, task, step, notes)
             if proposal is None:
                 return {**fail(failure), "steps": step}, calls
     waiting = proposal.status is ProposalStatus.PENDING
@@ -67,12 +78,11 @@ async def think(ctx: SwarmContext, run_id: str, mission: str, task: Task) -> tup
 
 
 async def _ask_model(
-    ctx: SwarmContext, run_id: str, mission: str, task: Task, step: int
+    ctx: SwarmContext, run_id: str, mission: str, task: Task, step: int, notes: list[str]
 ) -> tuple[Proposal | None, int, str]:
     role = ctx.chart.roles[task["role"]]
     menu = ctx.menus[role.name]
     reports = ctx.reports(role.name)
-    notes = await ctx.store.task_notes(run_id, task["id"])
     messages = messages_for(ctx.chart, mission, task, menu, notes)
     config: Any = {
         "metadata": {ROLE_METADATA_KEY: role.name, "qapten_run": run_id, "qapten_task": task["id"]}
@@ -143,11 +153,39 @@ async def _ask_model(
 
 
 async def act(ctx: SwarmContext, run_id: str, task: Task) -> tuple[Patch, list[Task]]:
-    """Carry out the decided proposal. Returns the task patch and any new child tasks."""
-    patch, children, note = await _carry_out(ctx, run_id, task)
-    if note is not None:
-        await ctx.store.add_notes(run_id, [Note(task["id"], step_key(task["steps"]), note)])
-    return patch, children
+    """Carry out the decided proposal. Returns the task patch and any new child tasks.
+
+    What it led to is recorded in one transaction: how its tool call ended, the note the role
+    learns, and the events of the task's outcome.
+    """
+    outcome = await _carry_out(ctx, run_id, task)
+    notes = (
+        [] if outcome.note is None else [Note(task["id"], step_key(task["steps"]), outcome.note)]
+    )
+    events = [
+        *outcome_events(task, outcome.patch),
+        *delegation_events(task, outcome.children),
+    ]
+    await ctx.store.record_act(run_id, finished=outcome.finished, notes=notes, events=events)
+    return outcome.patch, outcome.children
+
+
+def outcome_events(task: Task, patch: Patch) -> list[StepEvent]:
+    """A task that ends, whichever half of a step ended it, is one event in the audit log."""
+    status = patch.get("status")
+    if status == TaskStatus.DONE.value:
+        return [("task.done", {"task_id": task["id"], "role": task["role"]})]
+    if status == TaskStatus.FAILED.value:
+        data = {"task_id": task["id"], "role": task["role"], "error": patch["error"]}
+        return [("task.failed", data)]
+    return []
+
+
+def delegation_events(task: Task, children: list[Task]) -> list[StepEvent]:
+    if not children:
+        return []
+    shown = [{"id": c["id"], "role": c["role"], "brief": c["brief"]} for c in children]
+    return [("task.delegated", {"task_id": task["id"], "role": task["role"], "children": shown})]
 
 
 async def _carry_out(ctx: SwarmContext, run_id: str, task: Task) -> Outcome:
@@ -159,11 +197,13 @@ async def _carry_out(ctx: SwarmContext, run_id: str, task: Task) -> Outcome:
     status = proposal.status
     if proposal.act == BUDGET_ACT:
         patch, note = budget_outcome(proposal)
-        return patch, [], note
+        return Outcome(patch, [], note)
     thinking = {"status": TaskStatus.THINKING.value}
     if status is ProposalStatus.ANSWERED:
         question = proposal.payload.get("question", "")
-        return thinking, [], f"You asked: {question!r}. The human answered: {proposal.feedback}"
+        return Outcome(
+            thinking, [], f"You asked: {question!r}. The human answered: {proposal.feedback}"
+        )
     if status is ProposalStatus.REVISION_REQUESTED:
         revisions = task["revisions"] + 1
         if revisions > role.max_revisions:
@@ -171,22 +211,22 @@ async def _carry_out(ctx: SwarmContext, run_id: str, task: Task) -> Outcome:
                 f"revision limit reached: {role.name} may revise "
                 f"{role.max_revisions} times (max_revisions in the org chart)"
             )
-            return fail(limit), [], None
+            return Outcome(fail(limit), [], None)
         asked = f"The human asked you to revise your proposal ({proposal.title})"
-        return {**thinking, "revisions": revisions}, [], f"{asked}: {proposal.feedback}"
+        return Outcome({**thinking, "revisions": revisions}, [], f"{asked}: {proposal.feedback}")
     if status is ProposalStatus.EXPIRED:  # silence is not consent: the act is dropped
         note = (
             f"Your proposal ({proposal.title}) expired: {proposal.feedback}. It was not "
             "carried out; choose another way."
         )
-        return thinking, [], note
+        return Outcome(thinking, [], note)
     if not status.executes:
         why = f": {proposal.feedback}" if proposal.feedback else ""
         note = (
             f"The human {status.value} your proposal ({proposal.title}){why}. "
             "Do not do it; choose another way."
         )
-        return thinking, [], note
+        return Outcome(thinking, [], note)
 
     payload = proposal.decided_payload if proposal.decided_payload is not None else proposal.payload
     if payload_hash(payload) != proposal.approved_hash:
@@ -200,16 +240,16 @@ async def _carry_out(ctx: SwarmContext, run_id: str, task: Task) -> Outcome:
             f"Your proposal ({proposal.title}) was not executed: its payload changed "
             "after approval."
         )
-        return thinking, [], note
+        return Outcome(thinking, [], note)
     edited = " (as edited by the human)" if status is ProposalStatus.EDITED else ""
     if proposal.act == DELEGATE:
         return _delegate(task, payload)
     if proposal.act == DELIVER:
-        return {"status": TaskStatus.DONE.value, "result": payload["result"]}, [], None
+        return Outcome({"status": TaskStatus.DONE.value, "result": payload["result"]}, [], None)
     tool = next(spec.tool for spec in ctx.menus[role.name] if spec.name == proposal.act)
     assert tool is not None
-    outcome = await run_tool(ctx.store, tool, payload, proposal, ctx.workspace(run_id))
-    return thinking, [], f"You called {tool.name}{edited}: {outcome}"
+    said, finished = await run_tool(ctx.store, tool, payload, proposal, ctx.workspace(run_id))
+    return Outcome(thinking, [], f"You called {tool.name}{edited}: {said}", finished)
 
 
 def _delegate(task: Task, payload: dict[str, Any]) -> Outcome:
@@ -224,7 +264,7 @@ def _delegate(task: Task, payload: dict[str, Any]) -> Outcome:
         "children": [*task["children"], *(c["id"] for c in children)],
         "awaiting": [c["id"] for c in children],
     }
-    return patch, children, f"You delegated to {names}."
+    return Outcome(patch, children, f"You delegated to {names}.")
 
 
 def child_report(child: Task) -> str:

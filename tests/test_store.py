@@ -1,10 +1,12 @@
-"""The run lease: one writer at a time, fenced."""
+"""The run lease: one writer at a time, fenced; the tool journal's start and end."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from qapten.store import Store
+from qapten.store.journal import FinishedCall
+from qapten.store.notes import Note, step_key
 
 
 async def test_lease_is_exclusive_expires_and_fences(db: str) -> None:
@@ -24,5 +26,29 @@ async def test_lease_is_exclusive_expires_and_fences(db: str) -> None:
         assert await store.acquire_lease("r1", "C", ttl=10) is None
         await store.release_lease("r1", "B", token_b)
         assert await store.acquire_lease("r1", "C", ttl=10) == 3
+    finally:
+        await store.close()
+
+
+async def test_a_tool_call_starts_once_and_ends_with_its_step(db: str) -> None:
+    store = await Store.open(db)
+    try:
+        await store.create_run("r1", "org", "mission")
+        call = {"run_id": "r1", "task_id": "t1", "role": "cto", "tool": "note", "args": {}}
+        assert await store.start_tool_call("p1", **call) is None
+        replayed = await store.start_tool_call("p1", **call)  # a replay finds the first start
+        assert replayed is not None
+        assert (replayed.status, replayed.args) == ("started", {})
+        finished = FinishedCall("p1", "r1", "note", "done", "noted")
+        note = Note("t1", step_key(1), "You called note: done: noted")
+        await store.record_act(
+            "r1", finished=finished, notes=[note], events=[("task.done", {"task_id": "t1"})]
+        )
+        done = await store.get_tool_call("p1")
+        assert done is not None
+        assert (done.status, done.result) == ("done", "noted")
+        assert await store.task_notes("r1", "t1") == [note.text]
+        types = [e.type for e in await store.events(run_id="r1")]
+        assert types == ["run.started", "tool.started", "tool.done", "task.done"]
     finally:
         await store.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from qapten.store import tables as t
@@ -13,9 +16,24 @@ from qapten.store.base import StoreBase, ToolCall, _record
 # Built once (see store.py); b_* parameters are the WHERE's, the others the columns set.
 _c = t.tool_calls.c
 _CALL = select(t.tool_calls).where(_c.call_id == bindparam("b_call"))
-_START = insert(t.tool_calls)
+# A call journaled already is left alone, and RETURNING says whether this start went in (see
+# links.py): the first start of a call costs one statement, a replay one more to read the row.
+_START = {
+    "sqlite": sqlite_insert(t.tool_calls).on_conflict_do_nothing().returning(_c.call_id),
+    "postgresql": postgresql_insert(t.tool_calls).on_conflict_do_nothing().returning(_c.call_id),
+}
 _FINISH = update(t.tool_calls).where(_c.call_id == bindparam("b_call"))
-_CALL_RUN = select(_c.run_id, _c.tool).where(_c.call_id == bindparam("b_call"))
+
+
+@dataclass(frozen=True)
+class FinishedCall:
+    """How a tool call ended, to be recorded with the rest of its step (`Store.record_act`)."""
+
+    call_id: str
+    run_id: str
+    tool: str
+    status: str
+    result: str
 
 
 class Journal(StoreBase):
@@ -41,38 +59,34 @@ class Journal(StoreBase):
         role: str,
         tool: str,
         args: dict[str, Any],
-    ) -> None:
-        def start(conn: Connection) -> None:
-            call = {"call_id": call_id, "run_id": run_id, "task_id": task_id, "role": role}
-            conn.execute(
-                _START,
-                {
-                    **call,
-                    "tool": tool,
-                    "args": args,
-                    "status": "started",
-                    "started_at": self.clock(),
-                },
-            )
-            self._event(
-                conn,
-                run_id,
-                "tool.started",
-                {"call_id": call_id, "task_id": task_id, "role": role, "tool": tool},
-            )
+    ) -> ToolCall | None:
+        """Journal the start of a call, with its ``tool.started`` event: None when this start
+        recorded it, else the call as the journal already had it (nothing is written then)."""
+        row = {
+            "call_id": call_id,
+            "run_id": run_id,
+            "task_id": task_id,
+            "role": role,
+            "tool": tool,
+            "args": args,
+            "status": "started",
+            "started_at": self.clock(),
+        }
+        statement = _START[self.engine.dialect.name]
 
-        await self.write(start)
+        def start(conn: Connection) -> ToolCall | None:
+            if conn.execute(statement, row).first() is None:
+                known = conn.execute(_CALL, {"b_call": call_id}).one()
+                return _record(ToolCall, known._mapping)
+            data = {"call_id": call_id, "task_id": task_id, "role": role, "tool": tool}
+            self._event(conn, run_id, "tool.started", data)
+            return None
 
-    async def finish_tool_call(self, call_id: str, *, status: str, result: str) -> None:
-        def finish(conn: Connection) -> None:
-            done = {"status": status, "result": result, "finished_at": self.clock()}
-            conn.execute(_FINISH, {"b_call": call_id, **done})
-            row = conn.execute(_CALL_RUN, {"b_call": call_id}).one()
-            self._event(
-                conn,
-                row.run_id,
-                f"tool.{status}",
-                {"call_id": call_id, "tool": row.tool, "result": result[:500]},
-            )
+        return await self.write(start)
 
-        await self.write(finish)
+    def _finish_call(self, conn: Connection, finished: FinishedCall) -> None:
+        """Record how a call ended, with its ``tool.<status>`` event (in `conn`'s transaction)."""
+        done = {"status": finished.status, "result": finished.result, "finished_at": self.clock()}
+        conn.execute(_FINISH, {"b_call": finished.call_id, **done})
+        data = {"call_id": finished.call_id, "tool": finished.tool, "result": finished.result[:500]}
+        self._event(conn, finished.run_id, f"tool.{finished.status}", data)

@@ -56,8 +56,11 @@ _RUN_NOTES = select(_c.task_id, _c.text).where(_c.run_id == bindparam("b_run")).
 class Notes(StoreBase):
     async def add_notes(self, run_id: str, notes: Sequence[Note]) -> None:
         """Record `notes` in one transaction, leaving out every key already there."""
-        if not notes:
-            return
+        if notes:
+            await self.write(lambda conn: self._add_notes(conn, run_id, notes))
+
+    def _add_notes(self, conn: Connection, run_id: str, notes: Sequence[Note]) -> None:
+        """`add_notes` in `conn`'s transaction (`notes` not empty)."""
         now = self.clock()
         rows = [
             {
@@ -69,13 +72,11 @@ class Notes(StoreBase):
             }
             for n in notes
         ]
-        statement = _ADD[self.engine.dialect.name]
-        await self.write(lambda conn: conn.execute(statement, rows))
+        conn.execute(_ADD[self.engine.dialect.name], rows)
 
     async def task_notes(self, run_id: str, task_id: str) -> list[str]:
         """The notes of one task, in the order it learnt them."""
-        params = {"b_run": run_id, "b_task": task_id}
-        return list(await self.read(lambda conn: conn.execute(_TASK_NOTES, params).scalars().all()))
+        return await self.read(lambda conn: _task_notes(conn, run_id, task_id))
 
     async def run_notes(self, run_id: str) -> dict[str, list[str]]:
         """Task id → its notes, in order, for every task of the run that has some."""
@@ -98,3 +99,8 @@ class Notes(StoreBase):
             )
 
         await self.write(forget)
+
+
+def _task_notes(conn: Connection, run_id: str, task_id: str) -> list[str]:
+    params = {"b_run": run_id, "b_task": task_id}
+    return list(conn.execute(_TASK_NOTES, params).scalars().all())

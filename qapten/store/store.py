@@ -1,7 +1,7 @@
 """Durable records of Qapten: runs, proposals and decisions, deadlines, events. `Store` also has
-the run leases (leases.py), the tool journal (journal.py), the notes (notes.py), the used
-decision links (links.py) and the chat channels' deliveries (deliveries.py), on the base in
-base.py.
+the run leases (leases.py), the tool journal (journal.py), the notes (notes.py), what a role's
+step reads and writes at once (steps.py), the used decision links (links.py) and the chat
+channels' deliveries (deliveries.py), on the base in base.py.
 
 One SQLAlchemy Core engine; SQLite (WAL) by default. Every state change writes its event in the
 same transaction, so the audit log never disagrees with the records it describes.
@@ -32,10 +32,9 @@ from qapten.store.base import (
     _record,
 )
 from qapten.store.deliveries import Deliveries
-from qapten.store.journal import Journal
 from qapten.store.leases import Leases
 from qapten.store.links import Links
-from qapten.store.notes import Notes
+from qapten.store.steps import Steps
 
 # The statements of the hot path, built once: building one per call costs as much as running
 # it. Parameters named b_* are the WHERE's; the others name the columns that an update sets.
@@ -46,11 +45,6 @@ _PROPOSAL = select(t.proposals).where(t.proposals.c.id == bindparam("b_id"))
 _DECIDED = select(t.proposals.c.id).where(
     t.proposals.c.id.in_(bindparam("b_ids", expanding=True)),
     t.proposals.c.status != ProposalStatus.PENDING.value,
-)
-_STEP_PROPOSAL = select(t.proposals).where(
-    t.proposals.c.run_id == bindparam("b_run"),
-    t.proposals.c.task_id == bindparam("b_task"),
-    t.proposals.c.step == bindparam("b_step"),
 )
 _INSERT_PROPOSAL = insert(t.proposals)
 _EVENT = select(t.events).where(t.events.c.id == bindparam("b_id"))
@@ -69,7 +63,7 @@ _MOVE_RUN = update(t.runs).where(
 _MOVE_RUN_FROM = _MOVE_RUN.where(t.runs.c.status == bindparam("b_from"))
 
 
-class Store(Leases, Journal, Notes, Links, Deliveries):
+class Store(Leases, Steps, Links, Deliveries):
     """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`.
 
     `clock` gives every time the store writes (tests pass a fake one). `terms`, when set, gives
@@ -189,11 +183,6 @@ class Store(Leases, Journal, Notes, Links, Deliveries):
         return await self.write(retry)
 
     # -- proposals ------------------------------------------------------------------------------
-
-    async def find_step_proposal(self, run_id: str, task_id: str, step: int) -> Proposal | None:
-        params = {"b_run": run_id, "b_task": task_id, "b_step": step}
-        row = await self.read(lambda conn: conn.execute(_STEP_PROPOSAL, params).first())
-        return None if row is None else _proposal(row._mapping)
 
     async def create_proposal(self, proposal: Proposal, *, step: int, tokens: int = 0) -> Proposal:
         auto = proposal.status is ProposalStatus.APPROVED
