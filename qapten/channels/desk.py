@@ -20,6 +20,8 @@ from qapten.errors import InvalidDecision, ProposalAlreadyDecided, ProposalNotFo
 from qapten.proposals import Answer, Approve, Decision, ProposalStatus, Reject, Revise
 
 INBOX_SHOWN = 10
+INBOX_SCANNED = 500
+"""Pending proposals looked at for /inbox, newest first."""
 MAX_TEXT = 20_000
 
 HELP = """Commands:
@@ -151,14 +153,20 @@ class ChatDesk:
             return caller
         swarm = self.context.swarm
         await swarm.expire_due()
-        pending = await swarm.store.list_proposals(status=ProposalStatus.PENDING)
-        mine = [p for p in pending if caller.refusal(p) is None]
+        # The newest first, and a bounded number of them: an inbox of 100,000 is not read
+        # whole for a chat message of ten lines.
+        pending = await swarm.store.page_proposals(
+            status=ProposalStatus.PENDING, limit=INBOX_SCANNED + 1
+        )
+        mine = [p for p in pending[:INBOX_SCANNED] if caller.refusal(p) is None]
         if not mine:
-            return Reply("Nothing waits for you.", ok=True)
+            more = " among the newest" if len(pending) > INBOX_SCANNED else ""
+            return Reply(f"Nothing waits for you{more}.", ok=True)
         lines = [f"{p.id} · {p.role} · {p.kind.value} {p.act}: {p.title}" for p in mine]
-        more = len(lines) - INBOX_SHOWN
-        shown = "\n".join(lines[:INBOX_SHOWN]) + (f"\n… and {more} more" if more > 0 else "")
-        return Reply(f"{len(mine)} waiting for you:\n{shown}", ok=True)
+        rest = len(lines) - INBOX_SHOWN
+        shown = "\n".join(lines[:INBOX_SHOWN]) + (f"\n… and {rest} more" if rest > 0 else "")
+        count = f"{len(mine)}+" if len(pending) > INBOX_SCANNED else str(len(mine))
+        return Reply(f"{count} waiting for you, newest first:\n{shown}", ok=True)
 
     async def _with_id(
         self, user_id: str, rest: str, usage: str, make: Callable[[str], Decision | None]

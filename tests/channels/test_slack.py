@@ -361,7 +361,7 @@ async def test_slash_commands(rig: Rig) -> None:
     plan = await the_plan(rig.swarm)
 
     inbox = await rig.command("UALICE", "/qapten", "inbox")
-    assert inbox.startswith("1 waiting for you:") and plan.id in inbox
+    assert inbox.startswith("1 waiting for you, newest first:") and plan.id in inbox
     assert "Commands:" in await rig.command("UALICE", "/qapten")
     refused = await rig.command("USTRANGER", "/qapten", f"approve {plan.id}")
     assert "may not act here" in refused

@@ -317,7 +317,7 @@ async def test_commands_run_with_the_rights_of_the_mapped_token(rig: Rig) -> Non
     plan = await waiting_plan(rig.swarm)
 
     inbox = await say(rig, ALICE, "/inbox")
-    assert inbox["text"].startswith("1 waiting for you:") and plan.id in inbox["text"]
+    assert inbox["text"].startswith("1 waiting for you, newest first:") and plan.id in inbox["text"]
     assert inbox["reply_to_message"]["from"]["id"] == ALICE
     assert (await say(rig, VICTOR, "/inbox"))["text"] == "Nothing waits for you."
 
