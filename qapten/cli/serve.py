@@ -178,6 +178,8 @@ def serve(
     typer.echo(f"Qapten serving {'; '.join(names)} on {url}")
     if queue is not None:
         typer.echo("runs are advanced by 'qapten worker' processes on the same database")
+    if settings.channels.enabled:
+        typer.echo(f"notifying {', '.join(settings.channels.destinations())} (see channels.routes)")
     for note in notes:
         typer.echo(note)
     asyncio.run(_serve(server, list(swarms.values()), queue, sock))

@@ -47,6 +47,8 @@ class Deployment:
     telegram: FakeTelegram
     webhook: WebhookReceiver
     http: httpx.AsyncClient
+    log: Path
+    """The server's output."""
 
     async def pending(self) -> list[dict[str, Any]]:
         found = await self.http.get(f"{self.url}/api/v1/proposals", params={"status": "pending"})
@@ -116,7 +118,7 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
             # fakes that the server talks to as it starts.
             started = await asyncio.to_thread(stack.enter_context, server)
             try:
-                yield Deployment(started.url, slack, telegram, webhook, http)
+                yield Deployment(started.url, slack, telegram, webhook, http, started.log)
             finally:
                 await asyncio.to_thread(stack.pop_all().close)
 
@@ -125,6 +127,8 @@ async def test_one_decision_from_telegram_closes_the_proposal_everywhere(
     deployment: Deployment,
 ) -> None:
     d = deployment
+    said = d.log.read_text(encoding="utf-8")
+    assert f"notifying webhook:ops, slack:{SLACK_CHANNEL}, telegram:{CHAT}" in said
     started = await d.http.post(f"{d.url}/api/v1/runs", json={"mission": "Launch"})
     assert started.status_code == 201, started.text
     [plan] = await soon(d.pending, "the plan waits")
