@@ -177,11 +177,9 @@ async def test_a_note_is_kept_once_per_key_in_the_order_first_written(db: str) -
         reports = [Note("t1", report_key("t1.1"), failed), Note("t1", report_key("t1.2"), "ok")]
         await store.add_notes("r_1", reports)
         await store.add_notes("r_1", [*reports, Note("t1", step_key(1), "replayed")])  # a replay
-        assert await store.task_notes("r_1", "t1") == [
-            "You delegated to cto (t1.1).",
-            failed,
-            "ok",
-        ]
+        assert await store.run_notes("r_1") == {
+            "t1": ["You delegated to cto (t1.1).", failed, "ok"]
+        }
 
         # A retry takes the failure report back; the retried child's report comes last.
         await store.forget_notes("r_1", {"t1": [failed]})
@@ -189,6 +187,6 @@ async def test_a_note_is_kept_once_per_key_in_the_order_first_written(db: str) -
         assert await store.run_notes("r_1") == {
             "t1": ["You delegated to cto (t1.1).", "ok", "Result from cto: done"]
         }
-        assert await store.task_notes("r_2", "t1") == []
+        assert await store.run_notes("r_2") == {}
     finally:
         await store.close()

@@ -44,10 +44,9 @@ async def test_a_tool_call_starts_once_and_ends_with_its_step(db: str) -> None:
         await store.record_act(
             "r1", finished=finished, notes=[note], events=[("task.done", {"task_id": "t1"})]
         )
-        done = await store.get_tool_call("p1")
-        assert done is not None
-        assert (done.status, done.result) == ("done", "noted")
-        assert await store.task_notes("r1", "t1") == [note.text]
+        [done] = await store.tool_calls("r1")
+        assert (done.call_id, done.status, done.result) == ("p1", "done", "noted")
+        assert await store.run_notes("r1") == {"t1": [note.text]}
         types = [e.type for e in await store.events(run_id="r1")]
         assert types == ["run.started", "tool.started", "tool.done", "task.done"]
     finally:

@@ -37,10 +37,6 @@ class FinishedCall:
 
 
 class Journal(StoreBase):
-    async def get_tool_call(self, call_id: str) -> ToolCall | None:
-        row = await self.read(lambda conn: conn.execute(_CALL, {"b_call": call_id}).first())
-        return None if row is None else _record(ToolCall, row._mapping)
-
     async def tool_calls(self, run_id: str) -> list[ToolCall]:
         query = (
             select(t.tool_calls)

@@ -74,10 +74,6 @@ class Notes(StoreBase):
         ]
         conn.execute(_ADD[self.engine.dialect.name], rows)
 
-    async def task_notes(self, run_id: str, task_id: str) -> list[str]:
-        """The notes of one task, in the order it learnt them."""
-        return await self.read(lambda conn: _task_notes(conn, run_id, task_id))
-
     async def run_notes(self, run_id: str) -> dict[str, list[str]]:
         """Task id → its notes, in order, for every task of the run that has some."""
         found: dict[str, list[str]] = {}

@@ -32,23 +32,18 @@ _STEP_PROPOSAL = select(t.proposals).where(
 
 
 class Steps(Journal, Notes):
-    async def find_step_proposal(self, run_id: str, task_id: str, step: int) -> Proposal | None:
-        proposal, _ = await self.recall_step(run_id, task_id, step, notes=False)
-        return proposal
-
     async def recall_step(
-        self, run_id: str, task_id: str, step: int, *, notes: bool = True
+        self, run_id: str, task_id: str, step: int
     ) -> tuple[Proposal | None, list[str]]:
         """The proposal the task's `step` made already; or, while there is none, the task's
-        notes in the order it learnt them (with `notes`): what a step's think needs, in one read.
-        """
+        notes in the order it learnt them: what a step's think needs, in one read."""
 
         def recall(conn: Connection) -> tuple[Proposal | None, list[str]]:
             params = {"b_run": run_id, "b_task": task_id, "b_step": step}
             row = conn.execute(_STEP_PROPOSAL, params).first()
             if row is not None:
                 return _proposal(row._mapping), []
-            return None, _task_notes(conn, run_id, task_id) if notes else []
+            return None, _task_notes(conn, run_id, task_id)
 
         return await self.read(recall)
 
