@@ -30,6 +30,8 @@ from pydantic import SecretStr
 LinkDecision = Literal["approve", "reject"]
 LINK_DECISIONS: tuple[LinkDecision, ...] = get_args(LinkDecision)
 SALT = "qapten.link"  # keeps these signatures apart from any other use of the same secret
+LINKS_PATH = "/links/"
+"""Where the links' pages are (qapten.web.links): ``/links/TOKEN``."""
 LINK_PAGE = "qapten_link"
 """The route name of a link's page (qapten.web.links), to build its URL with ``url_for``."""
 TEAM_HINT = "team"

@@ -8,10 +8,8 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from qapten.api.links import TEAM_HINT
+from qapten.api.links import LINKS_PATH, TEAM_HINT
 from qapten.api.settings import token_digest
-
-LINKS = "/links/"
 
 
 class TeamRouting:
@@ -37,7 +35,7 @@ class TeamRouting:
             await self.app(scope, receive, send)
             return
         team = self._team_of.get(_digest(scope))
-        if team is None and scope["path"].startswith(LINKS):
+        if team is None and scope["path"].startswith(LINKS_PATH):
             # Only a hint: the team's app checks the link's signature and finds its proposal.
             hinted = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(TEAM_HINT)
             team = hinted[0] if hinted and hinted[0] in self._apps else None

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from datetime import timedelta
 
-from qapten.api.links import LinkSigner
+from qapten.api.links import LINKS_PATH, LinkSigner
 from qapten.channels.base import Channel, DeliveryFailed
 from qapten.channels.notices import Notice
 from qapten.channels.settings import NOTICE_TYPES, ChannelSettings
@@ -54,7 +54,7 @@ class LinkMaker:
         """Approve and reject links for `proposal`, as `who` (those its kind takes)."""
         allowed = ALLOWED_DECISIONS[proposal.kind]
         return {
-            decision: f"{self._base}/links/{self._signer.make(proposal.id, who, decision)}"
+            decision: self._base + LINKS_PATH + self._signer.make(proposal.id, who, decision)
             for decision in ("approve", "reject")
             if decision in allowed
         }

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse
 
 from qapten.api.deciding import ApprovedTwice, Forbidden, decide_as
 from qapten.api.deps import ApiContext, refuse
-from qapten.api.links import LINK_PAGE, BadLink, ExpiredLink, LinkClaim
+from qapten.api.links import LINK_PAGE, LINKS_PATH, BadLink, ExpiredLink, LinkClaim
 from qapten.errors import (
     InvalidDecision,
     ProposalAlreadyDecided,
@@ -111,10 +111,10 @@ def link_pages(context: ApiContext) -> APIRouter:
             page.refusal,
             who=who,
             run_id=run_id,
-            path="/links/…",
+            path=f"{LINKS_PATH}…",
         )
 
-    @web.get("/links/{token}", response_class=HTMLResponse, name=LINK_PAGE)
+    @web.get(LINKS_PATH + "{token}", response_class=HTMLResponse, name=LINK_PAGE)
     async def confirm(request: Request, token: Token) -> HTMLResponse:
         """Show what the link would decide; only the form's POST decides."""
         try:
@@ -134,7 +134,7 @@ def link_pages(context: ApiContext) -> APIRouter:
             action += f"?{request.url.query}"
         return render(request, page, action=action)
 
-    @web.post("/links/{token}", response_class=HTMLResponse)
+    @web.post(LINKS_PATH + "{token}", response_class=HTMLResponse)
     async def decide(request: Request, token: Token) -> HTMLResponse:
         try:
             page = await decide_by_link(request, token)
