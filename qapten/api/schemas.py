@@ -191,7 +191,7 @@ class Page(BaseModel, Generic[T]):
 
 class _Keyed(Protocol):
     created_at: datetime
-    id: str
+    id: str | int
 
 
 K = TypeVar("K", bound=BaseModel)
@@ -206,7 +206,7 @@ def keyset_page(model: type[K], found: Sequence[object], limit: int) -> Page[K]:
     return Page[K](items=items, next_cursor=encode_cursor(last.created_at, last.id))
 
 
-def encode_cursor(created_at: datetime, item_id: str) -> str:
+def encode_cursor(created_at: datetime, item_id: str | int) -> str:
     raw = json.dumps([created_at.isoformat(), item_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

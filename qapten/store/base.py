@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import create_engine, event, insert, make_url
+from sqlalchemy import ColumnElement, Select, create_engine, event, insert, make_url
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -241,6 +241,15 @@ def _transact(
     else:
         conn.rollback()
     return result
+
+
+def where_given(query: Select[Any], *filters: tuple[ColumnElement[Any], object]) -> Select[Any]:
+    """`query` narrowed to rows whose column equals its value, for each value that is given
+    (not None): the optional filters of a listing."""
+    for column, value in filters:
+        if value is not None:
+            query = query.where(column == value)
+    return query
 
 
 def _record(cls: type[R], row: RowMapping) -> R:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from qapten.store import tables as t
-from qapten.store.base import StoreBase, _record
+from qapten.store.base import StoreBase, _record, where_given
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -226,13 +226,12 @@ class Deliveries(StoreBase):
     ) -> list[Delivery]:
         """The delivery log, newest first; `before` is the id of the last row of a page."""
         query = select(t.deliveries).order_by(_d.id.desc()).limit(limit)
-        for column, value in (
+        query = where_given(
+            query,
             (_d.status, status),
             (_d.proposal_id, proposal_id),
             (_d.destination, destination),
-        ):
-            if value is not None:
-                query = query.where(column == value)
+        )
         if before is not None:
             query = query.where(_d.id < before)
         rows = await self.read(lambda conn: conn.execute(query).all())

@@ -30,6 +30,7 @@ from qapten.store.base import (
     Run,
     _proposal,
     _record,
+    where_given,
 )
 from qapten.store.deliveries import Deliveries
 from qapten.store.leases import Leases
@@ -281,14 +282,9 @@ class Store(Leases, Steps, Links, Deliveries):
         c = t.proposals.c
         order = (c.created_at.desc(), c.id.desc()) if newest_first else (c.created_at, c.id)
         query = select(t.proposals).order_by(*order).limit(limit)
-        for column, value in (
-            (c.status, status),
-            (c.run_id, run_id),
-            (c.role, role),
-            (c.kind, kind),
-        ):
-            if value is not None:
-                query = query.where(column == value)
+        query = where_given(
+            query, (c.status, status), (c.run_id, run_id), (c.role, role), (c.kind, kind)
+        )
         if before is not None:
             query = query.where(tuple_(c.created_at, c.id) < tuple_(*before))
         rows = await self.read(lambda conn: conn.execute(query).all())

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from qapten.api.deps import Caller, Context, Cursor, refuse
 from qapten.api.errors import ApiError, QaptenRoute
-from qapten.api.schemas import DeliveryPublic, Page, encode_cursor
+from qapten.api.schemas import DeliveryPublic, Page, keyset_page
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"], route_class=QaptenRoute)
 
@@ -30,7 +30,7 @@ async def list_deliveries(
         message = f"{caller.name} ({caller.scope}) may not read the delivery log"
         raise await refuse(context, request, 403, "forbidden", message, who=caller.name)
     before = None
-    if cursor is not None:
+    if cursor is not None:  # keyset_page's cursor: (created_at, id) of the page's last row
         try:
             before = int(cursor[1])
         except ValueError:
@@ -42,10 +42,4 @@ async def list_deliveries(
         before=before,
         limit=limit + 1,
     )
-    items = [DeliveryPublic.model_validate(row) for row in found[:limit]]
-    if len(found) <= limit:
-        return Page[DeliveryPublic](items=items)
-    last = items[-1]
-    return Page[DeliveryPublic](
-        items=items, next_cursor=encode_cursor(last.created_at, str(last.id))
-    )
+    return keyset_page(DeliveryPublic, found, limit)
