@@ -66,9 +66,12 @@ def test_a_secret_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         ({"telegram": TELEGRAM, "routes": [{"to": ["telegram:me"]}]}, "chat id is a number"),
         ({"webhooks": [HOOK, HOOK]}, "the name 'ops' is used twice"),
         ({"webhooks": [{**HOOK, "secret": "short"}]}, "at least 16 characters"),
-        ({"webhooks": [{**HOOK, "url": "ftp://x"}]}, "url"),
-        ({"slack": {**SLACK, "colour": "red"}}, "colour"),
-        ({"routes": [{"kind": "deploy", "to": ["webhook:ops"]}], "webhooks": [HOOK]}, "kind"),
+        ({"webhooks": [{**HOOK, "url": "ftp://x"}]}, r"webhooks\.0\.url\n"),
+        ({"slack": {**SLACK, "colour": "red"}}, r"slack\.colour\n.*Extra inputs"),
+        (
+            {"routes": [{"kind": "deploy", "to": ["webhook:ops"]}], "webhooks": [HOOK]},
+            r"routes\.0\.kind\n",
+        ),
     ],
 )
 def test_mistakes_name_their_field(values: dict[str, object], problem: str) -> None:

@@ -4,6 +4,7 @@ it is told to, in order, then 200."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float
+    """When it arrived (time.monotonic)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -41,7 +44,9 @@ class WebhookReceiver:
     def app(self) -> Starlette:
         async def receive(request: Request) -> Response:
             self.received.append(
-                Received(request.url.path, dict(request.headers), await request.body())
+                Received(
+                    request.url.path, dict(request.headers), await request.body(), time.monotonic()
+                )
             )
             status = self.answers.pop(0) if self.answers else 200
             wait = {"Retry-After": self.retry_after} if self.retry_after and status >= 300 else {}
