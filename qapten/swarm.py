@@ -289,9 +289,17 @@ class Swarm:
         return await store.get_proposal(proposal_id)
 
     async def decide(
-        self, proposal_id: str, decision: str | Decision | dict[str, Any], *, by: str = "human"
+        self,
+        proposal: str | Proposal,
+        decision: str | Decision | dict[str, Any],
+        *,
+        by: str = "human",
     ) -> Proposal:
         """Record a decision (compare-and-set) and let the run advance in the background.
+
+        `proposal` is its id, or the proposal as the caller just read it (to check who may
+        decide, say), which spares a second read: what is checked against it never changes
+        while it is pending, and the decision lands only if it still is.
 
         Raises `ProposalAlreadyDecided` if someone decided first, or its deadline passed
         (nothing changes), and `InvalidDecision` if the decision does not fit the proposal.
@@ -301,7 +309,9 @@ class Swarm:
         """
         store, _, _ = await self._ready()
         await self.expire_due()  # a deadline that passed wins over a decision that comes after
-        proposal = await store.get_proposal(proposal_id)
+        if isinstance(proposal, str):
+            proposal = await store.get_proposal(proposal)
+        proposal_id = proposal.id
         chosen = parse_decision(decision)
         if chosen.decision not in ALLOWED_DECISIONS[proposal.kind]:
             allowed = ", ".join(sorted(ALLOWED_DECISIONS[proposal.kind]))

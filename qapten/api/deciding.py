@@ -43,7 +43,7 @@ async def decide_as(
     if refusal is not None:
         raise Forbidden(refusal, proposal.run_id)
     try:
-        return await swarm.decide(proposal_id, decision, by=caller.name)
+        return await swarm.decide(proposal, decision, by=caller.name)
     except AlreadyApproved as exc:
         approvals = [approval.by for approval in (await swarm.proposal(proposal_id)).approvals]
         raise ApprovedTwice(str(exc), approvals) from exc

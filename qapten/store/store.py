@@ -49,17 +49,24 @@ _DECIDED = select(t.proposals.c.id).where(
 )
 _INSERT_PROPOSAL = insert(t.proposals)
 _EVENT = select(t.events).where(t.events.c.id == bindparam("b_id"))
-# A decision lands on a proposal still pending and before its deadline (the compare-and-set).
-_DECIDE = update(t.proposals).where(
-    t.proposals.c.id == bindparam("b_id"),
-    t.proposals.c.status == ProposalStatus.PENDING.value,
-    or_(t.proposals.c.expires_at.is_(None), t.proposals.c.expires_at > bindparam("b_now")),
+# A decision lands on a proposal still pending and before its deadline (the compare-and-set);
+# the row comes back as decided, in the same statement.
+_DECIDE = (
+    update(t.proposals)
+    .where(
+        t.proposals.c.id == bindparam("b_id"),
+        t.proposals.c.status == ProposalStatus.PENDING.value,
+        or_(t.proposals.c.expires_at.is_(None), t.proposals.c.expires_at > bindparam("b_now")),
+    )
+    .returning(*t.proposals.c)
 )
-# done and cancelled are final: a step finishing after a cancel cannot revive the run.
+# done and cancelled are final: a step finishing after a cancel cannot revive the run. (Two
+# inequalities rather than NOT IN: SQLAlchemy expands an IN list anew at each execution.)
 _MOVE_RUN = update(t.runs).where(
     t.runs.c.id == bindparam("b_run"),
     t.runs.c.status != bindparam("b_status"),
-    t.runs.c.status.not_in(("done", "cancelled")),
+    t.runs.c.status != "done",
+    t.runs.c.status != "cancelled",
 )
 _MOVE_RUN_FROM = _MOVE_RUN.where(t.runs.c.status == bindparam("b_from"))
 
@@ -316,17 +323,18 @@ class Store(Leases, Steps, Links, Deliveries):
                 "decided_payload": decided_payload,
                 "approved_hash": approved_hash,
             }
-            result = conn.execute(_DECIDE, {"b_id": proposal_id, "b_now": now, **values})
+            row = conn.execute(_DECIDE, {"b_id": proposal_id, "b_now": now, **values}).first()
+            if row is not None:
+                current = _proposal(row._mapping)
+                self._decided(conn, current, decided_by, feedback)
+                return current, True
             row = conn.execute(_PROPOSAL, {"b_id": proposal_id}).first()
             if row is None:
                 msg = f"no proposal with id {proposal_id!r}"
                 raise ProposalNotFound(msg)
             current = _proposal(row._mapping)
-            if result.rowcount == 0:
-                self._refused(conn, current, decided_by, status.value)
-            else:
-                self._decided(conn, current, decided_by, feedback)
-            return current, result.rowcount > 0
+            self._refused(conn, current, decided_by, status.value)
+            return current, False
 
         current, recorded = await self.write(decide)
         if not recorded:
