@@ -182,7 +182,10 @@ def serve(
         typer.echo(f"notifying {', '.join(settings.channels.destinations())} (see channels.routes)")
     for note in notes:
         typer.echo(note)
-    asyncio.run(_serve(server, list(swarms.values()), queue, sock))
+    # On the event loop uvicorn would choose itself (uvloop, when installed): the server is
+    # started from `_serve` rather than `uvicorn.run`, so that the swarms open first.
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(_serve(server, list(swarms.values()), queue, sock))
 
 
 def _check_channels(settings: ApiSettings, *, teams: int) -> None:
