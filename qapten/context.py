@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable
 
 from qapten.acts import ActSpec
+from qapten.foreground import Foreground
 from qapten.orgchart import OrgChart
 from qapten.proposals import Proposal
 from qapten.store import Store
@@ -32,6 +33,8 @@ class SwarmContext:
     """How many times an unusable model answer is retried, with the error shown to the model."""
     born_decided: BornDecided = field(default_factory=lambda: BornDecided())
     """Proposals approved as they were made (autonomy auto), from `think` to `act`."""
+    foreground: Foreground = field(default_factory=Foreground)
+    """The requests this process is answering; each step waits for its turn behind them."""
 
     def workspace(self, run_id: str) -> Workspace:
         return Workspace(self.workspaces / run_id)

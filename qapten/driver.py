@@ -99,6 +99,7 @@ class RunDriver:
 
     async def _advance(self, run_id: str) -> None:
         store, graph, context = await self._ready()
+        await context.foreground.turn()  # requests being answered go first (qapten.foreground)
         token = await self.claim(run_id)
         if token is None:
             return

@@ -119,6 +119,7 @@ async def role_step(
     step: StepInput, config: RunnableConfig, runtime: Runtime[SwarmContext]
 ) -> dict[str, Any]:
     ctx = runtime.context
+    await ctx.foreground.turn()  # a human waiting on a request goes first
     run_id = run_id_of(config)
     task = step["task"]
     if step["phase"] == THINK:

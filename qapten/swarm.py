@@ -35,6 +35,7 @@ from qapten.context import SwarmContext, new_id
 from qapten.deadlines import Sweeper, apply_deadlines, terms_for
 from qapten.driver import RunDriver, run_config
 from qapten.errors import InvalidDecision, RunFailed, RunNotRetryable
+from qapten.foreground import Foreground
 from qapten.graph import DISPATCH, build_graph
 from qapten.local_model import EmbeddedModel, embedded_model, uses_embedded
 from qapten.mcp_client import McpServers
@@ -101,6 +102,9 @@ class Swarm:
         # process records changes and enqueues the runs they concern. Without, it advances them.
         self.queue = queue
         self.lease_ttl = lease_ttl
+        # The requests this process is answering, which the steps of its runs let go first
+        # (`create_app` marks them; see qapten.foreground).
+        self.foreground = Foreground()
         self._tools = {**BUILTIN_TOOLS, **{t.name: t for t in map(_as_tool, tools)}}
         self._max_output_retries = max_output_retries
         self._workspaces = Path(workspaces) if workspaces else default_workspaces(db)
@@ -205,6 +209,7 @@ class Swarm:
                     models=self._models,
                     workspaces=self._workspaces,
                     max_output_retries=self._max_output_retries,
+                    foreground=self.foreground,
                 )
                 self._graph = self._graph_builder.compile(checkpointer=storage.checkpointer)
                 if self._sweeper is not None:

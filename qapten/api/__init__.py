@@ -13,6 +13,7 @@ from qapten.api.limits import add_limits
 from qapten.api.routes import deliveries, events, metrics, org, proposals, runs
 from qapten.api.settings import ApiSettings, TokenSpec
 from qapten.errors import ConfigurationError
+from qapten.foreground import ForegroundRequests
 from qapten.swarm import Swarm
 
 API_PREFIX = "/api/v1"
@@ -123,6 +124,8 @@ def create_app(
     for channel_routes in channels.routers if channels else []:
         app.include_router(channel_routes)
     add_limits(app, settings, api_prefix=API_PREFIX)
+    # Outermost: every request, refused or not, goes before the steps of this process's runs.
+    app.add_middleware(ForegroundRequests, foreground=swarm.foreground)
     return app
 
 
