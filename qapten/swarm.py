@@ -295,54 +295,58 @@ class Swarm:
 
     async def decide(
         self,
-        proposal: str | Proposal,
+        proposal_id: str,
         decision: str | Decision | dict[str, Any],
         *,
         by: str = "human",
+        check: Callable[[Proposal], None] | None = None,
     ) -> Proposal:
         """Record a decision (compare-and-set) and let the run advance in the background.
-
-        `proposal` is its id, or the proposal as the caller just read it (to check who may
-        decide, say), which spares a second read: what is checked against it never changes
-        while it is pending, and the decision lands only if it still is.
 
         Raises `ProposalAlreadyDecided` if someone decided first, or its deadline passed
         (nothing changes), and `InvalidDecision` if the decision does not fit the proposal.
         An act with a quorum takes decisions from its named approvers only (`NotAnApprover`);
         an approval is recorded and the proposal stays pending until the quorum is reached,
         each approver counted once (`AlreadyApproved`); edits are refused.
+
+        `check` is called with the proposal before anything is recorded (whether `by` may
+        decide it, say); what it raises propagates and nothing changes.
         """
         store, _, _ = await self._ready()
         await self.expire_due()  # a deadline that passed wins over a decision that comes after
-        if isinstance(proposal, str):
-            proposal = await store.get_proposal(proposal)
-        proposal_id = proposal.id
         chosen = parse_decision(decision)
-        if chosen.decision not in ALLOWED_DECISIONS[proposal.kind]:
-            allowed = ", ".join(sorted(ALLOWED_DECISIONS[proposal.kind]))
-            msg = f"a {proposal.kind.value} proposal takes {allowed}; not {chosen.decision!r}"
-            raise InvalidDecision(msg)
-        check_quorum(proposal, chosen.decision, by)
-        if proposal.quorum is not None and isinstance(chosen, Approve):
-            approved = await store.approve(proposal_id, by=by)
-            if approved.status is not ProposalStatus.PENDING:
-                await self._kick(approved.run_id)
-            return approved
-        fields: dict[str, Any] = {}
+
+        def vet(proposal: Proposal) -> None:
+            if check is not None:
+                check(proposal)
+            if chosen.decision not in ALLOWED_DECISIONS[proposal.kind]:
+                allowed = ", ".join(sorted(ALLOWED_DECISIONS[proposal.kind]))
+                msg = f"a {proposal.kind.value} proposal takes {allowed}; not {chosen.decision!r}"
+                raise InvalidDecision(msg)
+            check_quorum(proposal, chosen.decision, by)
+            if proposal.quorum is not None and isinstance(chosen, Approve):
+                raise _CountsTowardsQuorum
+
+        # One statement decides and returns the proposal, which `vet` then checks inside the
+        # transaction (a refusal undoes it): no read first, except to validate an edit.
+        fields: dict[str, Any] = {"as_proposed": isinstance(chosen, Approve)}
         match chosen:
-            case Approve():
-                fields = {
-                    "decided_payload": proposal.payload,
-                    "approved_hash": proposal.payload_hash,
-                }
             case Edit(payload=payload):
+                proposal = await store.get_proposal(proposal_id)
+                vet(proposal)
                 clean = self._validate_edit(proposal, payload)
                 fields = {"decided_payload": clean, "approved_hash": payload_hash(clean)}
             case Reject(feedback=text) | Revise(feedback=text) | Answer(text=text):
                 fields = {"feedback": text}
-        decided = await store.decide(
-            proposal_id, status=DECISION_STATUS[chosen.decision], decided_by=by, **fields
-        )
+        status = DECISION_STATUS[chosen.decision]
+        try:
+            decided = await store.decide(
+                proposal_id, status=status, decided_by=by, vet=vet, **fields
+            )
+        except _CountsTowardsQuorum:  # vetted already: the approval is one of several
+            decided = await store.approve(proposal_id, by=by)
+            if decided.status is ProposalStatus.PENDING:
+                return decided
         await self._kick(decided.run_id)
         return decided
 
@@ -507,3 +511,7 @@ class Swarm:
 
 def _as_tool(tool: Tool | Callable[..., Any]) -> Tool:
     return tool if isinstance(tool, Tool) else tool_from_callable(tool)
+
+
+class _CountsTowardsQuorum(Exception):
+    """An approval of an act with a quorum: it is counted (`Store.approve`), not decided."""

@@ -12,6 +12,7 @@ from qapten import (
     Answer,
     Edit,
     InvalidDecision,
+    Proposal,
     ProposalNotFound,
     ProposalStatus,
     RunFailed,
@@ -48,6 +49,37 @@ async def test_an_edit_must_fit_the_tool_schema(make_swarm: SwarmFactory) -> Non
     assert (await swarm.proposal(action.id)).status == "pending"  # nothing changed
     with pytest.raises(ProposalNotFound):
         await swarm.decide("p_missing", "approve")
+
+
+async def test_a_refusing_check_or_a_decision_that_does_not_fit_records_nothing(
+    make_swarm: SwarmFactory,
+) -> None:
+    swarm = make_swarm(ScriptedChatModel({"ceo": [delegate(cto="x")]}))
+    run = await swarm.start("Something")
+    [plan] = await swarm.pending(run.id)
+    before = await swarm.events(run.id)
+    seen: list[Proposal] = []
+
+    def refuse(proposal: Proposal) -> None:
+        seen.append(proposal)
+        raise PermissionError(f"not {proposal.role}'s business")
+
+    # The decision is written and then undone: the check sees the row as it would be.
+    with pytest.raises(PermissionError, match="not ceo's business"):
+        await swarm.decide(plan.id, "approve", by="mallory", check=refuse)
+    assert [(p.id, p.status, p.decided_payload) for p in seen] == [
+        (plan.id, ProposalStatus.APPROVED, plan.payload)
+    ]
+    with pytest.raises(InvalidDecision, match="a plan proposal takes"):
+        await swarm.decide(plan.id, Answer(text="yes"), check=lambda proposal: None)
+    after = await swarm.proposal(plan.id)
+    assert (after.status, after.decided_by, after.decided_payload) == ("pending", None, None)
+    assert await swarm.events(run.id) == before
+    assert (await swarm.runs("waiting"))[0].id == run.id
+
+    approved = await swarm.decide(plan.id, "approve", by="alice", check=lambda proposal: None)
+    assert (approved.decided_by, approved.decided_payload) == ("alice", plan.payload)
+    assert approved.approved_hash == plan.payload_hash
 
 
 async def test_cancel_stops_the_run_and_its_proposals(make_swarm: SwarmFactory) -> None:

@@ -37,13 +37,14 @@ async def decide_as(
     swarm: Swarm, caller: Principal, proposal_id: str, decision: Decision
 ) -> Proposal:
     """Record `caller`'s `decision` on the proposal, if `caller` may decide it."""
-    await swarm.expire_due()  # who may decide depends on deadlines that passed (escalation)
-    proposal = await swarm.proposal(proposal_id)
-    refusal = caller.refusal(proposal)
-    if refusal is not None:
-        raise Forbidden(refusal, proposal.run_id)
+
+    def may_decide(proposal: Proposal) -> None:
+        refusal = caller.refusal(proposal)
+        if refusal is not None:
+            raise Forbidden(refusal, proposal.run_id)
+
     try:
-        return await swarm.decide(proposal, decision, by=caller.name)
+        return await swarm.decide(proposal_id, decision, by=caller.name, check=may_decide)
     except AlreadyApproved as exc:
         approvals = [approval.by for approval in (await swarm.proposal(proposal_id)).approvals]
         raise ApprovedTwice(str(exc), approvals) from exc

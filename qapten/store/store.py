@@ -9,7 +9,7 @@ same transaction, so the audit log never disagrees with the records it describes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +59,9 @@ _DECIDE = (
         or_(t.proposals.c.expires_at.is_(None), t.proposals.c.expires_at > bindparam("b_now")),
     )
     .returning(*t.proposals.c)
+)
+_DECIDE_AS_PROPOSED = _DECIDE.values(
+    decided_payload=t.proposals.c.payload, approved_hash=t.proposals.c.payload_hash
 )
 # done and cancelled are final: a step finishing after a cancel cannot revive the run. (Two
 # inequalities rather than NOT IN: SQLAlchemy expands an IN list anew at each execution.)
@@ -309,32 +312,43 @@ class Store(Leases, Steps, Links, Deliveries):
         feedback: str | None = None,
         decided_payload: dict[str, Any] | None = None,
         approved_hash: str | None = None,
+        as_proposed: bool = False,
+        vet: Callable[[Proposal], None] | None = None,
     ) -> Proposal:
         """Compare-and-set: record the decision only if the proposal is still pending, and
-        before its deadline (a late decision loses to the deadline even before a sweep)."""
+        before its deadline (a late decision loses to the deadline even before a sweep).
+
+        `as_proposed`: the decided payload and its hash are the proposal's own, copied in the
+        same statement (an approval needs no read first). `vet` sees the proposal inside the
+        transaction, decided or not; whatever it raises undoes the decision and propagates.
+        """
         now = self.clock()
+        statement = _DECIDE_AS_PROPOSED if as_proposed else _DECIDE
+        values: dict[str, Any] = {
+            "status": status.value,
+            "decided_at": now,
+            "decided_by": decided_by,
+            "feedback": feedback,
+        }
+        if not as_proposed:
+            values |= {"decided_payload": decided_payload, "approved_hash": approved_hash}
 
         def decide(conn: Connection) -> tuple[Proposal, bool]:
-            values = {
-                "status": status.value,
-                "decided_at": now,
-                "decided_by": decided_by,
-                "feedback": feedback,
-                "decided_payload": decided_payload,
-                "approved_hash": approved_hash,
-            }
-            row = conn.execute(_DECIDE, {"b_id": proposal_id, "b_now": now, **values}).first()
-            if row is not None:
-                current = _proposal(row._mapping)
-                self._decided(conn, current, decided_by, feedback)
-                return current, True
-            row = conn.execute(_PROPOSAL, {"b_id": proposal_id}).first()
+            row = conn.execute(statement, {"b_id": proposal_id, "b_now": now, **values}).first()
+            recorded = row is not None
             if row is None:
-                msg = f"no proposal with id {proposal_id!r}"
-                raise ProposalNotFound(msg)
+                row = conn.execute(_PROPOSAL, {"b_id": proposal_id}).first()
+                if row is None:
+                    msg = f"no proposal with id {proposal_id!r}"
+                    raise ProposalNotFound(msg)
             current = _proposal(row._mapping)
-            self._refused(conn, current, decided_by, status.value)
-            return current, False
+            if vet is not None:
+                vet(current)
+            if recorded:
+                self._decided(conn, current, decided_by, feedback)
+            else:
+                self._refused(conn, current, decided_by, status.value)
+            return current, recorded
 
         current, recorded = await self.write(decide)
         if not recorded:
