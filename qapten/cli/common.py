@@ -6,11 +6,12 @@ differs per command (`--data-dir`) is declared by each command instead.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -22,6 +23,21 @@ if TYPE_CHECKING:
 
     from qapten.queue import RunQueue
     from qapten.swarm import Swarm
+
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, on uvloop when it is installed (as uvicorn chooses for itself): the loop
+    of the long-lived processes, `serve` and `worker`, where the loop's own cost per callback
+    and per socket event adds up."""
+    try:
+        import uvloop
+    except ImportError:  # not built for Windows
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
 
 OrgArgument = Annotated[Path, typer.Argument(help="The org chart, e.g. agents/org.yaml.")]
 OrgsArgument = Annotated[

@@ -4,7 +4,6 @@ token command that makes the bearer tokens its settings list.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import secrets
@@ -29,6 +28,7 @@ from qapten.cli.common import (
     fail,
     is_loopback,
     load_teams,
+    run_loop,
     run_queue,
     swarm_for,
 )
@@ -182,10 +182,8 @@ def serve(
         typer.echo(f"notifying {', '.join(settings.channels.destinations())} (see channels.routes)")
     for note in notes:
         typer.echo(note)
-    # On the event loop uvicorn would choose itself (uvloop, when installed): the server is
-    # started from `_serve` rather than `uvicorn.run`, so that the swarms open first.
-    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(_serve(server, list(swarms.values()), queue, sock))
+    # Started from `_serve` rather than `uvicorn.run`, so that the swarms open first.
+    run_loop(_serve(server, list(swarms.values()), queue, sock))
 
 
 def _check_channels(settings: ApiSettings, *, teams: int) -> None:

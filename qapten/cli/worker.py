@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,6 +16,7 @@ from qapten.cli.common import (
     chosen_model,
     fail,
     load_teams,
+    run_loop,
     run_queue,
     swarm_for,
 )
@@ -94,7 +94,7 @@ def worker(
     )
     names = ", ".join(team or chart.name for team, chart in teams.items())
     typer.echo(f"Qapten worker for {names}: {concurrency} runs at once")
-    asyncio.run(_work(queue, swarms, options))
+    run_loop(_work(queue, swarms, options))
 
 
 async def _work(queue: RunQueue, swarms: dict[str, Swarm], options: WorkerOptions) -> None:
