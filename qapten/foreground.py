@@ -6,9 +6,10 @@ the work the clicks before it made (P4 in docs/benchmarks.md: 55 decisions a sec
 where recording alone takes about a millisecond). `Foreground` counts the requests in progress;
 `ForegroundRequests` (an ASGI middleware that `create_app` installs) marks each one from its
 start to the start of its response, so an event stream counts only until it starts streaming.
-A run's step waits for its turn with `turn()`: at once while no request is in progress;
-otherwise when the last one is answered, or, so that a steady stream of requests never stops
-the runs, when its turn comes among the steps let through one per `interval` meanwhile.
+A run's step waits for its turn with `turn()`: at once while no request is in progress and
+none was answered in the last `interval`; otherwise in order, one step per `interval` while
+requests keep coming (so that they slow the runs but never stop them), then in bursts once it
+is quiet.
 
 Without a server (the library embedded, a `qapten worker`) nothing is ever in progress and
 `turn()` returns at once.
@@ -26,6 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 DEFAULT_INTERVAL = 0.05
 """Seconds between two steps let through while requests keep coming: with steps of a few
 milliseconds, runs keep at least a tenth of the process while requests take the rest."""
+BURST = 16
+"""Steps let through at each tick once it is quiet (five ticks an interval)."""
 
 
 class Foreground:
@@ -64,27 +67,34 @@ class Foreground:
 
     async def turn(self) -> None:
         """Return when a background step may run (see the module's docstring)."""
-        if self.quiet():
+        if self.quiet() and not self._waiting:
             return
         loop = asyncio.get_running_loop()
         step: asyncio.Future[None] = loop.create_future()
         self._waiting.append(step)
         if self._ticking is None:
-            self._ticking = loop.call_later(self.interval, self._tick, loop)
+            self._tick_in(loop, self.interval)
         await step  # a cancelled step is skipped when its turn comes: it is done already
 
-    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Every `interval` while steps wait: all of them go once it is quiet, else one."""
+    def _tick_in(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self._ticking = loop.call_later(delay, self._tick, loop, loop.time() + delay)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        """While steps wait: once it is quiet, a burst of them every fifth of an interval;
+        else one every interval. A tick that comes late tells of a loop too busy to have read
+        the requests that may be waiting on its sockets (a long step, a garbage collection):
+        it is not taken for quiet. Steps go in bursts, never all at once, for the same reason:
+        a thousand steps let go together would keep the loop from seeing the next requests,
+        and it would look quiet again."""
         self._ticking = None
-        if self.quiet():
-            while self._waiting:
-                _release(self._waiting.popleft())
-            return
-        while self._waiting:
+        late = loop.time() - due > self.interval / 2
+        quiet = self.quiet() and not late
+        let_through = BURST if quiet else 1
+        while self._waiting and let_through:
             if _release(self._waiting.popleft()):
-                break
+                let_through -= 1
         if self._waiting:
-            self._ticking = loop.call_later(self.interval, self._tick, loop)
+            self._tick_in(loop, self.interval / 5 if quiet else self.interval)
 
 
 def _release(step: asyncio.Future[None]) -> bool:

@@ -4,6 +4,7 @@ middleware that marks requests, and a swarm whose woken run waits for them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from qapten.foreground import Foreground, ForegroundRequests
+from qapten.foreground import BURST, Foreground, ForegroundRequests
 from qapten.testing import ScriptedChatModel, delegate, deliver
 
 from .conftest import SwarmFactory
@@ -27,7 +28,7 @@ async def test_without_requests_a_step_goes_at_once() -> None:
     assert foreground.waiting == 0
 
 
-async def test_steps_go_one_an_interval_while_requests_last_then_all_at_once() -> None:
+async def test_steps_go_one_an_interval_while_requests_last_then_together() -> None:
     foreground = Foreground(interval=INTERVAL)
     foreground.begin()
     steps = [asyncio.create_task(foreground.turn()) for _ in range(4)]
@@ -43,8 +44,35 @@ async def test_steps_go_one_an_interval_while_requests_last_then_all_at_once() -
     assert foreground.requests == 0 and not foreground.quiet()  # answered a moment ago
     await asyncio.sleep(0)
     assert not any(step.done() for step in steps[2:])  # its client's next request may be coming
-    await asyncio.wait_for(asyncio.gather(*steps[2:]), 5)  # quiet at the next tick: all go
+    await asyncio.wait_for(asyncio.gather(*steps[2:]), 5)  # quiet at the next tick: both go
     assert foreground.quiet() and foreground.waiting == 0
+
+
+async def test_once_quiet_the_waiting_steps_go_in_bursts() -> None:
+    foreground = Foreground(interval=INTERVAL)
+    foreground.begin()
+    steps = [asyncio.create_task(foreground.turn()) for _ in range(BURST + 4)]
+    await asyncio.sleep(0)
+    foreground.end()
+    late = asyncio.create_task(foreground.turn())  # quiet soon, but others wait: it queues
+    await asyncio.wait(steps, return_when=asyncio.FIRST_COMPLETED, timeout=5)
+    assert sum(step.done() for step in steps) == BURST  # never all at once
+    await asyncio.wait_for(asyncio.gather(*steps, late), 5)
+
+
+async def test_a_tick_that_comes_late_is_not_taken_for_quiet() -> None:
+    foreground = Foreground(interval=INTERVAL)
+    foreground.begin()
+    steps = [asyncio.create_task(foreground.turn()) for _ in range(3)]
+    await asyncio.sleep(0)
+    foreground.end()
+    # The loop is busy past the tick's time (a long step, a collection): requests could be
+    # waiting unread on its sockets, although none is in progress and quiet() says so.
+    time.sleep(INTERVAL * 1.8)  # noqa: ASYNC251 (blocking the loop is the point)
+    assert foreground.quiet()
+    await asyncio.wait(steps, return_when=asyncio.FIRST_COMPLETED, timeout=5)
+    assert [step.done() for step in steps] == [True, False, False]
+    await asyncio.wait_for(asyncio.gather(*steps), 5)  # the next tick is on time: they go
 
 
 async def test_the_middleware_marks_a_request_until_its_response_starts() -> None:
