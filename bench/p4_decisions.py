@@ -48,51 +48,39 @@ PROPOSALS_AFTER_PLAN = 3
 async def measure(sizes: Sizes) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="qapten-bench-") as tmp:
         folder = Path(tmp)
-        db_file = folder / "qapten.db"
+        prepared = folder / "qapten.db"
         started = time.perf_counter()
         async with qapten_swarm(folder) as swarm:
             plans = await start_paused_runs(swarm, sizes.decisions)
         setup = time.perf_counter() - started
+        # One set of paused runs, copied for each round: the rounds differ by the moment only.
         ids_file = folder / "plans.txt"
         ids_file.write_text("\n".join(plans) + "\n", encoding="utf-8")
-        with serving(f"sqlite:///{db_file}", log=folder / "server.log") as server:
-            cpu = [cpu_seconds(server.pid)]
-            load = await _run_load(server.api, server.token, ids_file)
-            cpu.append(cpu_seconds(server.pid))
-            settled_at = await _settled(db_file, load)
-            cpu.append(cpu_seconds(server.pid))
-        outcome = await asyncio.to_thread(_outcome, db_file)
-    settle = settled_at - load["started_at"] if settled_at is not None else float("nan")
-    errors = sum(load["errors"].values())
-    expected = PROPOSALS_AFTER_PLAN * load["ok"]
+        rounds = [
+            await _round(folder, prepared, ids_file, number)
+            for number in range(sizes.decision_rounds)
+        ]
+    middle = sorted(rounds, key=lambda r: r["load_rate_per_s"])[len(rounds) // 2]
+    errors = sum(sum(r["load_errors"].values()) for r in rounds)
+    carried = all(r["carried"] for r in rounds)
+    rates = ", ".join(f"{r['load_rate_per_s']:,.0f}" for r in rounds)
     numbers: dict[str, Any] = {
         "decisions": sizes.decisions,
         "connections": CONNECTIONS,
         "setup_paused_runs_s": setup,
-        **{f"load_{key}": value for key, value in load.items()},
-        "settle_s": settle,
-        "settled_rate_per_s": load["ok"] / settle if settled_at is not None else 0.0,
-        **outcome,
-        "expected_next_proposals": expected,
-        # The server's CPU while the load ran, and in all until the runs settled: what each
-        # decision costs carried all the way through, on one core.
-        "server_cpu_load_s": cpu[1] - cpu[0],
-        "server_cpu_total_s": cpu[2] - cpu[0],
-        "server_cpu_per_decision_s": (cpu[2] - cpu[0]) / max(1, load["ok"]),
+        "rounds": rounds,
+        "median_round": middle,
     }
-    carried = settled_at is not None and outcome["next_proposals"] == expected
+    settle = middle["settle_s"]
     figure = (
-        f"{load['rate_per_s']:,.0f} decisions/s recorded (p50 {ms(load['latency_p50_s'])}, "
-        f"p99 {ms(load['latency_p99_s'])}, {errors} errors, {load['ok']:,} decisions, "
-        f"{CONNECTIONS} connections); all woken runs settled {settle:.1f} s after the load began "
-        f"= {numbers['settled_rate_per_s']:,.0f} decisions/s carried through"
-        + (
-            ""
-            if carried
-            else f" (INCOMPLETE: {outcome['next_proposals']} of {expected} next "
-            f"proposals, {outcome['failed_runs']} failed runs)"
-        )
-        + f"; server CPU {ms(numbers['server_cpu_per_decision_s'])} a decision carried "
+        f"{middle['load_rate_per_s']:,.0f} decisions/s recorded, median of "
+        f"{len(rounds)} rounds ({rates}); that round: p50 {ms(middle['load_latency_p50_s'])}, "
+        f"p99 {ms(middle['load_latency_p99_s'])}, {errors} errors in all rounds, "
+        f"{sizes.decisions:,} decisions, {CONNECTIONS} connections; all woken runs settled "
+        f"{settle:.1f} s after the load began = {middle['settled_rate_per_s']:,.0f} "
+        "decisions/s carried through"
+        + ("" if carried else " (INCOMPLETE: see the JSON's rounds)")
+        + f"; server CPU {ms(middle['server_cpu_per_decision_s'])} a decision carried "
         f"through; {sizes.decisions:,} paused runs made in {setup:.0f} s"
     )
     return [
@@ -101,11 +89,39 @@ async def measure(sizes: Sizes) -> list[Row]:
             "decisions/s over HTTP, load from a 2nd process",
             figure,
             f">= {TARGET_RATE:,.0f}/s, 0 errors",
-            load["rate_per_s"] >= TARGET_RATE and errors == 0 and carried,
+            middle["load_rate_per_s"] >= TARGET_RATE and errors == 0 and carried,
             numbers,
         ),
         await _record_only(sizes),
     ]
+
+
+async def _round(folder: Path, prepared: Path, ids_file: Path, number: int) -> dict[str, Any]:
+    """One load of decisions on a fresh copy of the prepared runs, then their settling."""
+    db_file = folder / f"round-{number}.db"
+    await asyncio.to_thread(_copy_database, prepared, db_file)
+    with serving(f"sqlite:///{db_file}", log=folder / f"server-{number}.log") as server:
+        cpu = [cpu_seconds(server.pid)]
+        load = await _run_load(server.api, server.token, ids_file)
+        cpu.append(cpu_seconds(server.pid))
+        settled_at = await _settled(db_file, load)
+        cpu.append(cpu_seconds(server.pid))
+    outcome = await asyncio.to_thread(_outcome, db_file)
+    settle = settled_at - load["started_at"] if settled_at is not None else float("nan")
+    expected = PROPOSALS_AFTER_PLAN * load["ok"]
+    return {
+        **{f"load_{key}": value for key, value in load.items()},
+        "settle_s": settle,
+        "settled_rate_per_s": load["ok"] / settle if settled_at is not None else 0.0,
+        **outcome,
+        "expected_next_proposals": expected,
+        "carried": settled_at is not None and outcome["next_proposals"] == expected,
+        # The server's CPU while the load ran, and in all until the runs settled: what each
+        # decision costs carried all the way through, on one core.
+        "server_cpu_load_s": cpu[1] - cpu[0],
+        "server_cpu_total_s": cpu[2] - cpu[0],
+        "server_cpu_per_decision_s": (cpu[2] - cpu[0]) / max(1, load["ok"]),
+    }
 
 
 async def _record_only(sizes: Sizes) -> Row:
@@ -147,6 +163,14 @@ async def _record_only(sizes: Sizes) -> Row:
     )
     met = load["rate_per_s"] >= TARGET_RATE and errors == 0 and jobs == load["ok"]
     return Row("P4", what, figure, target, met, numbers)
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """SQLite's online backup: the whole database, whatever its WAL still holds."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
 
 
 def _jobs_waiting(db: str) -> int:

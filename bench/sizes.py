@@ -19,6 +19,8 @@ class Sizes:
     """P3: requests timed for each page."""
     decisions: int
     """P4: decisions sent over HTTP."""
+    decision_rounds: int
+    """P4: loads of `decisions`, each on a fresh copy of the same paused runs (the median)."""
     paused_runs: int
     """P5: runs waiting for a human while the server's memory is read."""
     long_run_steps: int
@@ -40,6 +42,7 @@ FULL = Sizes(
     listed_proposals=100_000,
     list_requests=300,
     decisions=5_000,
+    decision_rounds=3,
     paused_runs=10_000,
     long_run_steps=200,
     concurrent_runs=1_000,
@@ -55,6 +58,7 @@ QUICK = Sizes(
     listed_proposals=300,
     list_requests=20,
     decisions=100,
+    decision_rounds=1,
     paused_runs=30,
     long_run_steps=20,
     concurrent_runs=10,
