@@ -6,10 +6,10 @@ the work the clicks before it made (P4 in docs/benchmarks.md: 55 decisions a sec
 where recording alone takes about a millisecond). `Foreground` counts the requests in progress;
 `ForegroundRequests` (an ASGI middleware that `create_app` installs) marks each one from its
 start to the start of its response, so an event stream counts only until it starts streaming.
-A run's step waits for its turn with `turn()`: at once while no request is in progress and
-none was answered in the last `interval`; otherwise in order, one step per `interval` while
-requests keep coming (so that they slow the runs but never stop them), then in bursts once it
-is quiet.
+A run's step waits for its turn with `turn()`: at once unless requests crowded in (`CROWD` of
+them within an `interval`) during the last `interval`; otherwise in order, one step per
+`interval` while they keep coming (so that they slow the runs but never stop them), then in
+bursts once it is quiet.
 
 Without a server (the library embedded, a `qapten worker`) nothing is ever in progress and
 `turn()` returns at once.
@@ -29,6 +29,9 @@ DEFAULT_INTERVAL = 0.05
 milliseconds, runs keep at least a tenth of the process while requests take the rest."""
 BURST = 16
 """Steps let through at each tick once it is quiet (five ticks an interval)."""
+CROWD = 5
+"""Requests begun within one interval that make steps wait (100 a second, at 50 ms): a load
+that keeps the loop busy, not a client polling."""
 
 
 class Foreground:
@@ -37,7 +40,9 @@ class Foreground:
     def __init__(self, *, interval: float = DEFAULT_INTERVAL) -> None:
         self.interval = interval
         self._requests = 0
-        self._last_answered = -math.inf
+        self._last_crowded = -math.inf
+        self._window_start = -math.inf
+        self._window_requests = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._ticking: asyncio.TimerHandle | None = None
 
@@ -54,16 +59,26 @@ class Foreground:
     def begin(self) -> None:
         """A request started."""
         self._requests += 1
+        now = time.monotonic()
+        if now - self._window_start >= self.interval:
+            self._window_start, self._window_requests = now, 0
+        self._window_requests += 1
+        if self._window_requests >= CROWD:
+            self._last_crowded = now
 
     def end(self) -> None:
         """A request was answered (or failed)."""
+        if self._requests >= CROWD:  # a crowd in progress lasted until now
+            self._last_crowded = time.monotonic()
         self._requests -= 1
-        self._last_answered = time.monotonic()
 
     def quiet(self) -> bool:
-        """No request in progress, and none answered in the last `interval`: the next request
-        of a client that is sending one after another is not on its way."""
-        return self._requests == 0 and time.monotonic() - self._last_answered >= self.interval
+        """Requests have not crowded in (`CROWD` of them begun within one `interval`, or in
+        progress at once) during the last `interval`. One client asking now and then, or a
+        page polling a few times a second, is no crowd: steps never wait for it, or they
+        would crawl while it polls."""
+        crowded = self._requests >= CROWD  # in progress at once (requests that await)
+        return not crowded and time.monotonic() - self._last_crowded >= self.interval
 
     async def turn(self) -> None:
         """Return when a background step may run (see the module's docstring)."""
