@@ -4,7 +4,7 @@ transactions, and the event written with each change."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
@@ -57,6 +57,10 @@ class Event:
     type: str
     data: dict[str, Any]
     created_at: datetime
+
+
+NewEvent = tuple[str | None, str, Mapping[str, Any]]
+"""An event to record: its run's id (None for the whole org), its type and its data."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,15 @@ class StoreBase:
         row = {"run_id": run_id, "type": type_, "data": dict(data), "created_at": self.clock()}
         result = conn.execute(_INSERT_EVENT, row)
         return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def _events(self, conn: Connection, events: Sequence[NewEvent]) -> None:
+        """Record `events` in their order, in one statement: one round trip for several."""
+        now = self.clock()
+        rows = [
+            {"run_id": run_id, "type": type_, "data": dict(data), "created_at": now}
+            for run_id, type_, data in events
+        ]
+        conn.execute(_INSERT_EVENT, rows)
 
     async def add_event(self, run_id: str | None, type_: str, data: Mapping[str, Any]) -> int:
         return await self.write(lambda conn: self._event(conn, run_id, type_, data))

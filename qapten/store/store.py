@@ -27,6 +27,7 @@ from qapten.proposals import (
 from qapten.store import tables as t
 from qapten.store.base import (
     Event,
+    NewEvent,
     Run,
     _proposal,
     _record,
@@ -164,18 +165,32 @@ class Store(Leases, Steps, Links, Deliveries):
         only_from: str | None = None,
         result: str | None = None,
         error: str | None = None,
+        after: Sequence[NewEvent] = (),
     ) -> bool:
+        """Move the run to `status` (compare-and-set); False when it did not move. Its event
+        follows the events `after`, which are recorded whether it moved or not: all of them in
+        one statement (a decision's whole cost is a handful of statements)."""
         values = {"status": status, "result": result, "error": error, "updated_at": self.clock()}
         where = {"b_run": run_id, "b_status": status}
         if only_from is None:
             changed = conn.execute(_MOVE_RUN, {**where, **values})
         else:
             changed = conn.execute(_MOVE_RUN_FROM, {**where, "b_from": only_from, **values})
-        if changed.rowcount == 0:
-            return False
-        data = {k: v for k, v in {"result": result, "error": error}.items() if v is not None}
-        self._event(conn, run_id, f"run.{status}", data)
-        return True
+        moved = changed.rowcount > 0
+        events = list(after)
+        if moved:
+            data = {k: v for k, v in {"result": result, "error": error}.items() if v is not None}
+            events.append((run_id, f"run.{status}", data))
+        if events:
+            self._events(conn, events)
+        return moved
+
+    def _wake(self, conn: Connection, event: NewEvent) -> None:
+        """Record `event`, which gives its run work again, and move the run from waiting to
+        running: a restart resumes exactly the runs marked running."""
+        run_id = event[0]
+        assert run_id is not None, "only an event of a run wakes it"
+        self._move_run(conn, run_id, "running", only_from="waiting", after=[event])
 
     async def retry_run(self, run_id: str, *, by: str, tasks: Sequence[str]) -> bool:
         """Move a failed run back to running (compare-and-set); False when it was not failed."""
@@ -365,21 +380,15 @@ class Store(Leases, Steps, Links, Deliveries):
         self._event(conn, current.run_id, "decision.refused", data)
 
     def _decided(self, conn: Connection, current: Proposal, by: str, feedback: str | None) -> None:
-        self._event(
-            conn,
-            current.run_id,
-            "proposal.decided",
-            {
-                "proposal_id": current.id,
-                "task_id": current.task_id,
-                "role": current.role,
-                "status": current.status.value,
-                "by": by,
-                "feedback": feedback,
-            },
-        )
-        # The run has work again; a restart resumes exactly the runs marked running.
-        self._move_run(conn, current.run_id, "running", only_from="waiting")
+        data = {
+            "proposal_id": current.id,
+            "task_id": current.task_id,
+            "role": current.role,
+            "status": current.status.value,
+            "by": by,
+            "feedback": feedback,
+        }
+        self._wake(conn, (current.run_id, "proposal.decided", data))
 
     async def approve(self, proposal_id: str, *, by: str) -> Proposal:
         """Record `by`'s approval of an act that needs a quorum; the approval that completes
@@ -495,8 +504,7 @@ class Store(Leases, Steps, Links, Deliveries):
             )
             if changed.rowcount:
                 data = {**_about(proposal), "reason": reason}
-                self._event(conn, proposal.run_id, "proposal.expired", data)
-                self._move_run(conn, proposal.run_id, "running", only_from="waiting")
+                self._wake(conn, (proposal.run_id, "proposal.expired", data))
             return bool(changed.rowcount)
 
         return await self.write(expire)
