@@ -57,18 +57,26 @@ def router(
     the pages of decision links: without them, making links answers 404 ``links_off``.
     """
     settings = settings or ApiSettings.load()
-    context = ApiContext.of(swarm, settings, tokens)
+    api = APIRouter()
+    _include_api(api, ApiContext.of(swarm, settings, tokens))
+    return api
+
+
+_RESOURCES = (proposals, runs, events, deliveries, org, metrics)
+"""Proposals first: FastAPI tries the routes in order, and deciding is the busiest request."""
+
+
+def _include_api(target: FastAPI | APIRouter, context: ApiContext, prefix: str = "") -> None:
+    """Include each resource's router in `target` itself, not through a router of them all:
+    FastAPI matches a request anew at every level of included routers."""
 
     # Dependencies are `async def` although they never wait: FastAPI runs a plain `def` one in
     # a worker thread, a hop to a thread and back on every request for a one-line function.
     async def bind(request: Request) -> None:
         request.state.qapten = context
 
-    api = APIRouter(dependencies=[Depends(bind)])
-    resources = (runs, proposals, events, deliveries, org, metrics)
-    for resource in (module.router for module in resources):
-        api.include_router(resource)
-    return api
+    for module in _RESOURCES:
+        target.include_router(module.router, prefix=prefix, dependencies=[Depends(bind)])
 
 
 def create_app(
@@ -112,7 +120,7 @@ def create_app(
         version="1",
         lifespan=serving if opens_swarm else None,
     )
-    app.include_router(router(swarm, settings, tokens=tokens), prefix=API_PREFIX)
+    _include_api(app, context, API_PREFIX)
     # Imported here: the web inbox is a client of this API and is only served by a whole app.
     from qapten.web import web_router
     from qapten.web.links import link_pages
