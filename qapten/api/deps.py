@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from qapten.api.auth import Principal, TokenBook
 from qapten.api.errors import ApiError
@@ -38,12 +38,16 @@ class ApiContext:
 # The dependencies are `async def` although they never wait: FastAPI runs a plain `def` one in a
 # worker thread, a hop to a thread and back on every request for a few lines of Python.
 async def get_context(request: Request) -> ApiContext:
+    return context_of(request)
+
+
+def context_of(request: Request) -> ApiContext:
+    """The context the router's own dependency put on the request (`qapten.api.router`)."""
     context: ApiContext = request.state.qapten
     return context
 
 
 Context = Annotated[ApiContext, Depends(get_context)]
-_bearer = HTTPBearer(auto_error=False, description="A Qapten token: admin, approver or viewer.")
 
 
 async def refuse(
@@ -74,26 +78,37 @@ async def refuse(
     return ApiError(status, code, message, headers=headers)
 
 
-async def get_principal(
-    request: Request,
-    context: Context,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None:
-        raise await refuse(
-            context,
-            request,
-            401,
-            "unauthorized",
-            "missing token: send 'Authorization: Bearer TOKEN'",
-        )
-    principal = context.tokens.principal(credentials.credentials)
-    if principal is None:
-        raise await refuse(context, request, 401, "unauthorized", "unknown token")
-    return principal
+class BearerCaller(HTTPBearer):
+    """The caller that the request's bearer token names; 401 without a known token.
+
+    An `HTTPBearer`, so that the OpenAPI schema says how to authenticate, and the whole lookup
+    in one dependency: FastAPI's cost is per dependency, and this one is on every request. (The
+    context is read from the request, not taken as a dependency, for the same reason.)
+    """
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        context = context_of(request)
+        if credentials is None:
+            raise await refuse(
+                context,
+                request,
+                401,
+                "unauthorized",
+                "missing token: send 'Authorization: Bearer TOKEN'",
+            )
+        principal = context.tokens.principal(credentials.credentials)
+        if principal is None:
+            raise await refuse(context, request, 401, "unauthorized", "unknown token")
+        return principal
 
 
-Caller = Annotated[Principal, Depends(get_principal)]
+_caller = BearerCaller(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="A Qapten token: admin, approver or viewer.",
+)
+Caller = Annotated[Principal, Depends(_caller)]
 
 
 async def get_writer(request: Request, context: Context, caller: Caller) -> Principal:
