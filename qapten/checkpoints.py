@@ -19,6 +19,8 @@ from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMet
 from langgraph.checkpoint.base import CheckpointTuple as Tuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from qapten.store.wal import NO_AUTOCHECKPOINT
+
 SETUP_LOCK = (
     0x5141_5054_4350  # the PostgreSQL advisory lock held while checkpoint tables are set up
 )
@@ -68,11 +70,13 @@ class InlineSqliteSaver(SqliteSaver):
 
 def open_checkpointer(path: str) -> InlineSqliteSaver:
     """The checkpointer of the SQLite file at `path`, set up as the store sets its own
-    connections (WAL, commits without fsync, writers queueing for the lock)."""
+    connections (WAL, commits without fsync, writers queueing for the lock). Open the store of
+    the same file first: its thread copies the log into the file for both (qapten.store.wal)."""
     connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(NO_AUTOCHECKPOINT)
         saver = InlineSqliteSaver(connection)
         saver.setup()
     except BaseException:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from qapten.proposals import Proposal
 from qapten.store import tables as t
 from qapten.store.schema import upgrade
+from qapten.store.wal import NO_AUTOCHECKPOINT, WalCheckpoints
 
 Clock = Callable[[], datetime]
 Terms = Callable[[Proposal], Proposal]
@@ -86,6 +87,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(NO_AUTOCHECKPOINT)  # the store's `WalCheckpoints` thread does it
     cursor.close()
 
 
@@ -125,6 +127,7 @@ class StoreBase:
         # SQLite's one connection: checking one out of the pool and back in (with its reset)
         # for each operation would cost more than most of the operations themselves.
         self._inline: Connection | None = None
+        self._wal: WalCheckpoints | None = None
 
     @classmethod
     async def open(cls, db: str, *, clock: Clock = utcnow) -> Self:
@@ -147,6 +150,8 @@ class StoreBase:
         except BaseException:
             await store.close()
             raise
+        if server is None and engine.url.database not in (None, "", ":memory:"):
+            store._wal = WalCheckpoints(engine.url.database).start()
         return store
 
     async def close(self) -> None:
@@ -158,6 +163,9 @@ class StoreBase:
                 await server.dispose()
         if self._server is None:
             self.engine.dispose()
+        if self._wal is not None:
+            self._wal.stop()
+            self._wal = None
 
     async def read(self, work: Callable[[Connection], R], *, snapshot: bool = False) -> R:
         """Run `work` on a connection; with `snapshot`, its statements see one moment of the
