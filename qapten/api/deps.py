@@ -42,7 +42,7 @@ async def get_context(request: Request) -> ApiContext:
 
 
 def context_of(request: Request) -> ApiContext:
-    """The context the router's own dependency put on the request (`qapten.api.router`)."""
+    """The context that the API's routers put on each request they take (qapten.api)."""
     context: ApiContext = request.state.qapten
     return context
 
