@@ -251,14 +251,12 @@ def _transact(
     """`work` on `conn` after `begin`; then committed (`commit`) or rolled back, and rolled back
     if it raises: the connection is left with no transaction open either way."""
     try:
-        if begin is None:
-            pass
-        elif conn.dialect.name == "sqlite":
+        if begin is not None and conn.dialect.name == "sqlite":
             # Said to the driver itself: SQLAlchemy's way through a statement costs more than
             # SQLite's BEGIN. `conn.begin()` tells SQLAlchemy that a transaction is open.
             conn.begin()
             conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
-        else:
+        elif begin is not None:
             conn.exec_driver_sql(begin)
         result = work(conn)
     except BaseException:
