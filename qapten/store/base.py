@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from qapten.proposals import Proposal
 from qapten.store import tables as t
+from qapten.store.prepared import Executed, Params, PreparedStatements, Statement
 from qapten.store.schema import upgrade
 from qapten.store.wal import NO_AUTOCHECKPOINT, WalCheckpoints
 
@@ -127,6 +128,7 @@ class StoreBase:
         # SQLite's one connection: checking one out of the pool and back in (with its reset)
         # for each operation would cost more than most of the operations themselves.
         self._inline: Connection | None = None
+        self._prepared = PreparedStatements(engine.dialect) if server is None else None
         self._wal: WalCheckpoints | None = None
 
     @classmethod
@@ -196,21 +198,28 @@ class StoreBase:
             self._inline = self.engine.connect()
         return _transact(self._inline, begin, work, commit)
 
+    def _execute(
+        self, conn: Connection, statement: Statement, params: Params | Sequence[Params]
+    ) -> Executed:
+        """Run one of the statements every decision or step runs: on SQLite, straight on the
+        driver (qapten.store.prepared); on a database server, through SQLAlchemy."""
+        if self._prepared is not None:
+            return self._prepared.run(conn, statement, params)
+        result = conn.execute(statement, params)
+        rows = [row._asdict() for row in result] if result.returns_rows else []
+        return Executed(rows, result.rowcount)
+
     def _event(
         self, conn: Connection, run_id: str | None, type_: str, data: Mapping[str, Any]
     ) -> int:
-        row = {"run_id": run_id, "type": type_, "data": dict(data), "created_at": self.clock()}
-        result = conn.execute(_INSERT_EVENT, row)
+        result = conn.execute(_INSERT_EVENT, _event_row(run_id, type_, data, self.clock()))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def _events(self, conn: Connection, events: Sequence[NewEvent]) -> None:
         """Record `events` in their order, in one statement: one round trip for several."""
         now = self.clock()
-        rows = [
-            {"run_id": run_id, "type": type_, "data": dict(data), "created_at": now}
-            for run_id, type_, data in events
-        ]
-        conn.execute(_INSERT_EVENT, rows)
+        rows = [_event_row(run_id, type_, data, now) for run_id, type_, data in events]
+        self._execute(conn, _INSERT_EVENT, rows)
 
     async def add_event(self, run_id: str | None, type_: str, data: Mapping[str, Any]) -> int:
         return await self.write(lambda conn: self._event(conn, run_id, type_, data))
@@ -278,12 +287,18 @@ def where_given(query: Select[Any], *filters: tuple[ColumnElement[Any], object])
     return query
 
 
+def _event_row(
+    run_id: str | None, type_: str, data: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    return {"run_id": run_id, "type": type_, "data": dict(data), "created_at": now}
+
+
 def _record(cls: type[R], row: RowMapping) -> R:
     """A dataclass from a row with the same column names; datetimes come back in UTC."""
     return cls(**{f.name: _in_utc(row[f.name]) for f in fields(cls)})  # type: ignore[arg-type]
 
 
-def _proposal(row: RowMapping) -> Proposal:
+def _proposal(row: Mapping[Any, Any]) -> Proposal:
     skip = ("step", "tokens")
     return Proposal.model_validate({k: _in_utc(v) for k, v in row.items() if k not in skip})
 

@@ -173,9 +173,9 @@ class Store(Leases, Steps, Links, Deliveries):
         values = {"status": status, "result": result, "error": error, "updated_at": self.clock()}
         where = {"b_run": run_id, "b_status": status}
         if only_from is None:
-            changed = conn.execute(_MOVE_RUN, {**where, **values})
+            changed = self._execute(conn, _MOVE_RUN, {**where, **values})
         else:
-            changed = conn.execute(_MOVE_RUN_FROM, {**where, "b_from": only_from, **values})
+            changed = self._execute(conn, _MOVE_RUN_FROM, {**where, "b_from": only_from, **values})
         moved = changed.rowcount > 0
         events = list(after)
         if moved:
@@ -349,14 +349,15 @@ class Store(Leases, Steps, Links, Deliveries):
             values |= {"decided_payload": decided_payload, "approved_hash": approved_hash}
 
         def decide(conn: Connection) -> tuple[Proposal, bool]:
-            row = conn.execute(statement, {"b_id": proposal_id, "b_now": now, **values}).first()
-            recorded = row is not None
-            if row is None:
-                row = conn.execute(_PROPOSAL, {"b_id": proposal_id}).first()
-                if row is None:
+            params = {"b_id": proposal_id, "b_now": now, **values}
+            rows = self._execute(conn, statement, params).rows
+            recorded = bool(rows)
+            if not rows:
+                rows = self._execute(conn, _PROPOSAL, {"b_id": proposal_id}).rows
+                if not rows:
                     msg = f"no proposal with id {proposal_id!r}"
                     raise ProposalNotFound(msg)
-            current = _proposal(row._mapping)
+            current = _proposal(rows[0])
             if vet is not None:
                 vet(current)
             if recorded:

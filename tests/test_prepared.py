@@ -1,0 +1,99 @@
+"""Statements run straight on SQLite's driver store and return exactly what they would through
+SQLAlchemy: the same stored text, the same values back, the same errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from qapten.store import Store
+from qapten.store import tables as t
+from qapten.store.prepared import PreparedStatements
+
+WHEN = datetime(2026, 12, 3, 16, 30, 5, 123456, tzinfo=UTC)
+DATA = {"text": "naïve café ✅", "nested": {"n": [1, 2.5, None, True]}}
+RAW_EVENT = "SELECT run_id, type, data, created_at FROM qapten_events WHERE id = ?"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store.open(f"sqlite:///{tmp_path / 'qapten.db'}")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def conn(store: Store) -> Iterator[Connection]:
+    with store.engine.connect() as conn:
+        yield conn
+
+
+def _raw(conn: Connection, sql: str, *args: Any) -> tuple[Any, ...]:
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    return tuple(driver.execute(sql, args).fetchone())
+
+
+def test_rows_are_stored_as_sqlalchemy_stores_them(store: Store, conn: Connection) -> None:
+    statements = PreparedStatements(store.engine.dialect)
+    row = {"run_id": "run-1", "type": "test.one", "data": DATA, "created_at": WHEN}
+    statements.run(conn, insert(t.events), [row, {**row, "type": "test.two"}])
+    conn.execute(insert(t.events), {**row, "type": "test.three"})
+    conn.commit()
+
+    prepared = [_raw(conn, RAW_EVENT, 1), _raw(conn, RAW_EVENT, 2)]
+    through_sqlalchemy = _raw(conn, RAW_EVENT, 3)
+    assert prepared[0] == (*through_sqlalchemy[:1], "test.one", *through_sqlalchemy[2:])
+    assert prepared[1][1] == "test.two"
+    read = conn.execute(select(t.events).order_by(t.events.c.id)).all()
+    assert [r.type for r in read] == ["test.one", "test.two", "test.three"]
+    assert all(r.data == DATA and r.created_at == WHEN.replace(tzinfo=None) for r in read)
+
+
+def test_an_update_returns_its_rows_typed_and_counts_them(store: Store, conn: Connection) -> None:
+    statements = PreparedStatements(store.engine.dialect)
+    conn.execute(
+        insert(t.runs),
+        {"id": "run-1", "org": "acme", "mission": "m", "status": "waiting"}
+        | {"created_at": WHEN, "updated_at": WHEN},
+    )
+    # A literal in the statement ("done") and parameters of its own (b_*).
+    move = (
+        update(t.runs)
+        .where(
+            t.runs.c.id == bindparam("b_run"),
+            t.runs.c.status != "done",
+            t.runs.c.status == bindparam("b_from"),
+        )
+        .returning(t.runs.c.id, t.runs.c.updated_at, t.runs.c.lease_token)
+    )
+    later = WHEN.replace(year=2027)
+    params = {"b_run": "run-1", "b_from": "waiting", "status": "running", "updated_at": later}
+    moved = statements.run(conn, move, params)
+    assert moved.rowcount == 1
+    assert [dict(row) for row in moved.rows] == [
+        {"id": "run-1", "updated_at": later.replace(tzinfo=None), "lease_token": 0}
+    ]
+    again = statements.run(conn, move, params)  # no longer waiting
+    assert again.rows == [] and again.rowcount == 0
+
+    status = select(t.runs.c.status, t.runs.c.created_at).where(t.runs.c.id == bindparam("b_run"))
+    assert [dict(row) for row in statements.run(conn, status, {"b_run": "run-1"}).rows] == [
+        {"status": "running", "created_at": WHEN.replace(tzinfo=None)}
+    ]
+
+
+def test_a_driver_error_is_sqlalchemys_error(store: Store, conn: Connection) -> None:
+    statements = PreparedStatements(store.engine.dialect)
+    row = {"run_id": None, "type": None, "data": {}, "created_at": WHEN}  # type is NOT NULL
+    with pytest.raises(IntegrityError, match=r"NOT NULL constraint failed: qapten_events\.type"):
+        statements.run(conn, insert(t.events), row)
