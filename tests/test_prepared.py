@@ -3,13 +3,15 @@ SQLAlchemy: the same stored text, the same values back, the same errors."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -97,3 +99,33 @@ def test_a_driver_error_is_sqlalchemys_error(store: Store, conn: Connection) -> 
     row = {"run_id": None, "type": None, "data": {}, "created_at": WHEN}  # type is NOT NULL
     with pytest.raises(IntegrityError, match=r"NOT NULL constraint failed: qapten_events\.type"):
         statements.run(conn, insert(t.events), row)
+
+
+def test_what_cannot_be_prepared_runs_through_sqlalchemy(store: Store, conn: Connection) -> None:
+    """An IN list is expanded at each execution, and a default computed in Python is worked out
+    then too: SQLAlchemy runs those, and the outcome has the same shape."""
+    statements = PreparedStatements(store.engine.dialect)
+    run = {"org": "acme", "mission": "m", "status": "waiting", "created_at": WHEN}
+    # lease_token is left out: its default (0) is SQLAlchemy's to fill in.
+    statements.run(conn, insert(t.runs), [{**run, "id": "run-1", "updated_at": WHEN}])
+    statements.run(conn, insert(t.runs), [{**run, "id": "run-2", "updated_at": WHEN}])
+    ids = select(t.runs.c.id, t.runs.c.lease_token).where(
+        t.runs.c.id.in_(bindparam("b_ids", expanding=True))
+    )
+    found = statements.run(conn, ids.order_by(t.runs.c.id), {"b_ids": ["run-1", "run-2", "x"]})
+    assert [dict(row) for row in found.rows] == [
+        {"id": "run-1", "lease_token": 0},
+        {"id": "run-2", "lease_token": 0},
+    ]
+    count = statements.run(conn, select(func.count()).select_from(t.runs), {})
+    assert count.scalar == 2
+
+
+def test_a_statement_built_for_one_call_is_let_go(store: Store, conn: Connection) -> None:
+    statements = PreparedStatements(store.engine.dialect)
+    query = select(t.runs.c.id).where(t.runs.c.id == bindparam("b_run"))
+    assert statements.run(conn, query, {"b_run": "none"}).rows == []
+    gone = weakref.ref(query)
+    del query
+    gc.collect()
+    assert gone() is None

@@ -10,12 +10,18 @@ from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
 from sqlalchemy import ColumnElement, Select, create_engine, event, insert, make_url
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from qapten.proposals import Proposal
 from qapten.store import tables as t
-from qapten.store.prepared import Executed, Params, PreparedStatements, Statement
+from qapten.store.prepared import (
+    Executed,
+    Params,
+    PreparedStatements,
+    Statement,
+    through_sqlalchemy,
+)
 from qapten.store.schema import upgrade
 from qapten.store.wal import NO_AUTOCHECKPOINT, WalCheckpoints
 
@@ -29,7 +35,9 @@ POOL_CONNECTIONS = 10
 WRITE_LOCK = 0x5141_5054  # "QAPT": with the schema, the PostgreSQL advisory lock ordering writes
 
 
-_INSERT_EVENT = insert(t.events)  # built once: building it costs as much as running it
+# Built once: building one costs as much as running it.
+_INSERT_EVENT = insert(t.events)
+_INSERT_EVENT_ID = _INSERT_EVENT.returning(t.events.c.id)
 
 
 def utcnow() -> datetime:
@@ -201,19 +209,18 @@ class StoreBase:
     def _execute(
         self, conn: Connection, statement: Statement, params: Params | Sequence[Params]
     ) -> Executed:
-        """Run one of the statements every decision or step runs: on SQLite, straight on the
-        driver (qapten.store.prepared); on a database server, through SQLAlchemy."""
+        """Run `statement` on SQLite straight on the driver, compiled once for as long as the
+        statement lives (qapten.store.prepared: build it once, at import); on a database
+        server, through SQLAlchemy. The statements of decisions and steps go this way."""
         if self._prepared is not None:
             return self._prepared.run(conn, statement, params)
-        result = conn.execute(statement, params)
-        rows = [row._asdict() for row in result] if result.returns_rows else []
-        return Executed(rows, result.rowcount)
+        return through_sqlalchemy(conn, statement, params)
 
     def _event(
         self, conn: Connection, run_id: str | None, type_: str, data: Mapping[str, Any]
     ) -> int:
-        result = conn.execute(_INSERT_EVENT, _event_row(run_id, type_, data, self.clock()))
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        row = _event_row(run_id, type_, data, self.clock())
+        return int(self._execute(conn, _INSERT_EVENT_ID, row).scalar)
 
     def _events(self, conn: Connection, events: Sequence[NewEvent]) -> None:
         """Record `events` in their order, in one statement: one round trip for several."""
@@ -293,7 +300,7 @@ def _event_row(
     return {"run_id": run_id, "type": type_, "data": dict(data), "created_at": now}
 
 
-def _record(cls: type[R], row: RowMapping) -> R:
+def _record(cls: type[R], row: Mapping[Any, Any]) -> R:
     """A dataclass from a row with the same column names; datetimes come back in UTC."""
     return cls(**{f.name: _in_utc(row[f.name]) for f in fields(cls)})  # type: ignore[arg-type]
 

@@ -71,7 +71,7 @@ class Journal(StoreBase):
         statement = _START[self.engine.dialect.name]
 
         def start(conn: Connection) -> ToolCall | None:
-            if conn.execute(statement, row).first() is None:
+            if self._execute(conn, statement, row).first is None:
                 known = conn.execute(_CALL, {"b_call": call_id}).one()
                 return _record(ToolCall, known._mapping)
             data = {"call_id": call_id, "task_id": task_id, "role": role, "tool": tool}
@@ -83,6 +83,6 @@ class Journal(StoreBase):
     def _finish_call(self, conn: Connection, finished: FinishedCall) -> None:
         """Record how a call ended, with its ``tool.<status>`` event (in `conn`'s transaction)."""
         done = {"status": finished.status, "result": finished.result, "finished_at": self.clock()}
-        conn.execute(_FINISH, {"b_call": finished.call_id, **done})
+        self._execute(conn, _FINISH, {"b_call": finished.call_id, **done})
         data = {"call_id": finished.call_id, "tool": finished.tool, "result": finished.result[:500]}
         self._event(conn, finished.run_id, f"tool.{finished.status}", data)

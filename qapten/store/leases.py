@@ -49,22 +49,22 @@ class Leases(StoreBase):
 
         def claim(conn: Connection) -> int | None:
             now = self.clock()
-            row = conn.execute(_HOLDER, {"b_run": run_id}).first()
+            row = self._execute(conn, _HOLDER, {"b_run": run_id}).first
             if row is None:
                 msg = f"no run with id {run_id!r}"
                 raise RunNotFound(msg)
-            if unless_finished and row.status in FINISHED_RUN:
+            if unless_finished and row["status"] in FINISHED_RUN:
                 return None
-            expires = _in_utc(row.lease_expires_at)
-            if row.lease_owner not in (None, owner) and expires is not None and expires > now:
+            expires = _in_utc(row["lease_expires_at"])
+            if row["lease_owner"] not in (None, owner) and expires is not None and expires > now:
                 return None
-            token = int(row.lease_token) + 1
+            token = int(row["lease_token"]) + 1
             lease = {
                 "lease_owner": owner,
                 "lease_token": token,
                 "lease_expires_at": now + timedelta(seconds=ttl),
             }
-            conn.execute(_CLAIM, {"b_run": run_id, **lease})
+            self._execute(conn, _CLAIM, {"b_run": run_id, **lease})
             return token
 
         return await self.write(claim)
@@ -73,13 +73,13 @@ class Leases(StoreBase):
         def renew(conn: Connection) -> bool:
             held = {"b_run": run_id, "b_owner": owner, "b_token": token}
             expires = self.clock() + timedelta(seconds=ttl)
-            return conn.execute(_HELD, {**held, "lease_expires_at": expires}).rowcount == 1
+            return self._execute(conn, _HELD, {**held, "lease_expires_at": expires}).rowcount == 1
 
         return await self.write(renew)
 
     async def release_lease(self, run_id: str, owner: str, token: int) -> None:
         def release(conn: Connection) -> None:
             held = {"b_run": run_id, "b_owner": owner, "b_token": token}
-            conn.execute(_HELD, {**held, "lease_owner": None, "lease_expires_at": None})
+            self._execute(conn, _HELD, {**held, "lease_owner": None, "lease_expires_at": None})
 
         await self.write(release)

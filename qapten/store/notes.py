@@ -72,7 +72,7 @@ class Notes(StoreBase):
             }
             for n in notes
         ]
-        conn.execute(_ADD[self.engine.dialect.name], rows)
+        self._execute(conn, _ADD[self.engine.dialect.name], rows)
 
     async def run_notes(self, run_id: str) -> dict[str, list[str]]:
         """Task id → its notes, in order, for every task of the run that has some."""
@@ -96,7 +96,7 @@ class Notes(StoreBase):
 
         await self.write(forget)
 
-
-def _task_notes(conn: Connection, run_id: str, task_id: str) -> list[str]:
-    params = {"b_run": run_id, "b_task": task_id}
-    return list(conn.execute(_TASK_NOTES, params).scalars().all())
+    def _task_notes(self, conn: Connection, run_id: str, task_id: str) -> list[str]:
+        """The task's notes, in the order it learnt them (in `conn`'s transaction)."""
+        params = {"b_run": run_id, "b_task": task_id}
+        return [row["text"] for row in self._execute(conn, _TASK_NOTES, params).rows]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -22,6 +23,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
 Params = Mapping[str, Any]
+Slot = tuple[str | None, Any, Processor]
+"""Per position: the key of its parameter and its processor, or None and a literal's value."""
+Column = tuple[str, Processor]
+"""Per column returned: its key and its processor."""
 Statement = Insert | Update | Delete | Select[Any]
 
 
@@ -32,39 +37,65 @@ class Executed:
     rows: Sequence[Mapping[str, Any]]
     rowcount: int
 
+    @property
+    def first(self) -> Mapping[str, Any] | None:
+        return self.rows[0] if self.rows else None
+
+    @property
+    def scalar(self) -> Any:
+        """The first column of the first row; None without rows."""
+        return next(iter(self.rows[0].values())) if self.rows else None
+
+
+def through_sqlalchemy(
+    conn: Connection, statement: Statement, params: Params | Sequence[Params]
+) -> Executed:
+    """`statement` run the usual way, its outcome in the same shape as a `Prepared` one's."""
+    result = conn.execute(statement, params)
+    rows = [row._asdict() for row in result] if result.returns_rows else []
+    return Executed(rows, result.rowcount)
+
 
 class Prepared:
-    """`statement` compiled for `dialect` (a positional one: SQLite's), for parameters named
-    `keys`: the names of the statement's own bind parameters, and the columns an INSERT or an
-    UPDATE sets."""
+    """A statement compiled for a positional dialect (SQLite's), for parameters named `keys`:
+    the names of the statement's own bind parameters, and the columns an INSERT or an UPDATE
+    sets. `Prepared.of` makes one."""
 
-    def __init__(self, statement: Statement, dialect: Dialect, keys: Sequence[str]) -> None:
+    def __init__(self, sql: str, slots: list[Slot], columns: list[Column]) -> None:
+        self.sql = sql
+        self._slots = slots
+        self._columns = columns
+
+    @classmethod
+    def of(cls, statement: Statement, dialect: Dialect, keys: Sequence[str]) -> Prepared | None:
+        """None when the statement needs what only SQLAlchemy works out at each execution: an
+        IN list to expand, or a column default computed in Python."""
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
-        # Column defaults computed in Python are SQLAlchemy's to work out at each execution.
-        assert not compiled.insert_prefetch and not compiled.update_prefetch, statement
-        self.sql = compiled.string
+        if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
+            return None
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            return None
         given = set(keys)
-        self._slots: list[tuple[str | None, Any, Processor]] = []
-        """Per position: the key of its parameter, or None and the literal's processed value."""
+        slots: list[Slot] = []
         for name in compiled.positiontup:
             bind = compiled.binds[name]
-            assert not bind.expanding, f"an IN list is expanded at each execution: {name}"
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.expanding or bind.callable is not None:
+                return None
             if bind.key in given:
-                self._slots.append((bind.key, None, process))
-            else:
-                assert bind.callable is None and not bind.required, f"no value for {name}"
-                value = bind.value if process is None else process(bind.value)
-                self._slots.append((None, value, None))
-        columns = compiled.effective_returning or (
-            statement.selected_columns if isinstance(statement, Select) else ()
-        )
-        self._columns: list[tuple[str, Processor]] = []
-        for column in columns:
-            assert column.key is not None, f"a column without a name: {column}"
+                slots.append((bind.key, None, process))
+            elif bind.required:
+                return None  # SQLAlchemy's own error says which parameter is missing
+            else:  # a literal of the statement: processed once, here
+                slots.append((None, bind.value if process is None else process(bind.value), None))
+        selected = statement.selected_columns if isinstance(statement, Select) else ()
+        columns: list[Column] = []
+        for column in compiled.effective_returning or selected:
+            if column.key is None:
+                return None
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
-            self._columns.append((column.key, process))
+            columns.append((column.key, process))
+        return cls(compiled.string, slots, columns)
 
     def run(self, conn: Connection, params: Params | Sequence[Params]) -> Executed:
         """Run on `conn`'s driver connection, in whatever transaction `conn` has open; a list
@@ -99,20 +130,28 @@ class Prepared:
 
 
 class PreparedStatements:
-    """Each (statement, parameter names) compiled once, on first use, for one engine."""
+    """Each (statement, parameter names) compiled once, on first use, for one engine; what
+    cannot be prepared runs through SQLAlchemy. A statement built for one call only is let go
+    with its compiled forms."""
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
-        self._prepared: dict[tuple[int, tuple[str, ...]], Prepared] = {}
-        self._statements: list[Statement] = []  # kept alive: their ids are the keys
+        self._prepared: WeakKeyDictionary[Statement, dict[tuple[str, ...], Prepared | None]]
+        self._prepared = WeakKeyDictionary()
 
     def run(
         self, conn: Connection, statement: Statement, params: Params | Sequence[Params]
     ) -> Executed:
-        first = params if isinstance(params, Mapping) else params[0]
-        key = (id(statement), tuple(first))
-        prepared = self._prepared.get(key)
+        if not isinstance(params, Mapping) and not params:
+            return Executed([], 0)
+        keys = tuple(params if isinstance(params, Mapping) else params[0])
+        forms = self._prepared.get(statement)
+        if forms is None:
+            forms = self._prepared[statement] = {}
+        try:
+            prepared = forms[keys]
+        except KeyError:
+            prepared = forms[keys] = Prepared.of(statement, self._dialect, keys)
         if prepared is None:
-            prepared = self._prepared[key] = Prepared(statement, self._dialect, key[1])
-            self._statements.append(statement)
+            return through_sqlalchemy(conn, statement, params)
         return prepared.run(conn, params)

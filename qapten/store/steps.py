@@ -18,7 +18,7 @@ from qapten.proposals import Proposal
 from qapten.store import tables as t
 from qapten.store.base import _proposal
 from qapten.store.journal import FinishedCall, Journal
-from qapten.store.notes import Note, Notes, _task_notes
+from qapten.store.notes import Note, Notes
 
 StepEvent = tuple[str, Mapping[str, Any]]
 """An event's type and data."""
@@ -40,10 +40,10 @@ class Steps(Journal, Notes):
 
         def recall(conn: Connection) -> tuple[Proposal | None, list[str]]:
             params = {"b_run": run_id, "b_task": task_id, "b_step": step}
-            row = conn.execute(_STEP_PROPOSAL, params).first()
+            row = self._execute(conn, _STEP_PROPOSAL, params).first
             if row is not None:
-                return _proposal(row._mapping), []
-            return None, _task_notes(conn, run_id, task_id)
+                return _proposal(row), []
+            return None, self._task_notes(conn, run_id, task_id)
 
         return await self.read(recall)
 

@@ -107,11 +107,11 @@ class Store(Leases, Steps, Links, Deliveries):
         return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> Run:
-        row = await self.read(lambda conn: conn.execute(_RUN, {"b_run": run_id}).first())
+        row = await self.read(lambda conn: self._execute(conn, _RUN, {"b_run": run_id}).first)
         if row is None:
             msg = f"no run with id {run_id!r}"
             raise RunNotFound(msg)
-        return _record(Run, row._mapping)
+        return _record(Run, row)
 
     async def list_runs(
         self,
@@ -221,13 +221,13 @@ class Store(Leases, Steps, Links, Deliveries):
             # A step that was thinking when its run was cancelled must not leave a proposal
             # waiting in the inbox: it is recorded, as cancelled (`Swarm.cancel` marks the run
             # first, then its pending proposals, so one of the two always catches it).
-            run_status = conn.scalar(_RUN_STATUS, {"b_run": created.run_id})
+            run_status = self._execute(conn, _RUN_STATUS, {"b_run": created.run_id}).scalar
             if run_status == "cancelled" and created.status is ProposalStatus.PENDING:
                 created = created.model_copy(
                     update={"status": ProposalStatus.CANCELLED, "decided_at": self.clock()}
                 )
                 values.update(status=ProposalStatus.CANCELLED.value, decided_at=created.decided_at)
-            conn.execute(_INSERT_PROPOSAL, {**values, "step": step, "tokens": tokens})
+            self._execute(conn, _INSERT_PROPOSAL, {**values, "step": step, "tokens": tokens})
             self._event(
                 conn,
                 created.run_id,
@@ -261,7 +261,10 @@ class Store(Leases, Steps, Links, Deliveries):
         every superstep needs to know, in one read."""
 
         def look(conn: Connection) -> tuple[str, set[str]]:
-            status = conn.execute(_RUN_STATUS, {"b_run": run_id}).scalar_one()
+            status = self._execute(conn, _RUN_STATUS, {"b_run": run_id}).scalar
+            if status is None:
+                msg = f"no run with id {run_id!r}"
+                raise RunNotFound(msg)
             ids = {"b_ids": list(proposal_ids)}
             decided = set(conn.execute(_DECIDED, ids).scalars()) if proposal_ids else set()
             return status, decided
