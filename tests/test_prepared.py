@@ -1,5 +1,6 @@
-"""Statements run straight on SQLite's driver store and return exactly what they would through
-SQLAlchemy: the same stored text, the same values back, the same errors."""
+"""The store's statements on SQLite. Run straight on the driver, they store and return exactly
+what they would through SQLAlchemy: the same stored text, the same values back, the same errors.
+And a run's inbox is read through the run's index."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from qapten.proposals import ProposalStatus
 from qapten.store import Store
 from qapten.store import tables as t
 from qapten.store.prepared import PreparedStatements
+from qapten.store.store import proposals_query
 
 WHEN = datetime(2026, 12, 3, 16, 30, 5, 123456, tzinfo=UTC)
 DATA = {"text": "naïve café ✅", "nested": {"n": [1, 2.5, None, True]}}
@@ -129,3 +132,22 @@ def test_a_statement_built_for_one_call_is_let_go(store: Store, conn: Connection
     del query
     gc.collect()
     assert gone() is None
+
+
+def test_a_runs_inbox_is_found_by_the_runs_index(store: Store, conn: Connection) -> None:
+    """Not by the status index, which holds the pending proposals of every run: with many of
+    them, reading one run's inbox took as long as walking them all."""
+    query = proposals_query(status=ProposalStatus.PENDING, run_id="run-1", newest_first=False)
+    sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
+    plan = " ".join(str(row[-1]) for row in _explain(conn, sql))
+    assert "ix_qapten_proposals_run" in plan and "ix_qapten_proposals_status" not in plan, plan
+    # Without a run, the inbox of every run is what the status index is for.
+    query = proposals_query(status=ProposalStatus.PENDING, limit=50)
+    sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
+    assert "ix_qapten_proposals_status" in " ".join(str(row[-1]) for row in _explain(conn, sql))
+
+
+def _explain(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    return [tuple(row) for row in driver.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()]

@@ -13,7 +13,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from qapten.errors import ProposalAlreadyDecided, ProposalNotFound, RunNotFound
@@ -307,14 +317,15 @@ class Store(Leases, Steps, Links, Deliveries):
         limit: int | None = None,
         newest_first: bool = True,
     ) -> list[Proposal]:
-        c = t.proposals.c
-        order = (c.created_at.desc(), c.id.desc()) if newest_first else (c.created_at, c.id)
-        query = select(t.proposals).order_by(*order).limit(limit)
-        query = where_given(
-            query, (c.status, status), (c.run_id, run_id), (c.role, role), (c.kind, kind)
+        query = proposals_query(
+            status=status,
+            run_id=run_id,
+            role=role,
+            kind=kind,
+            before=before,
+            limit=limit,
+            newest_first=newest_first,
         )
-        if before is not None:
-            query = query.where(tuple_(c.created_at, c.id) < tuple_(*before))
         rows = await self.read(lambda conn: conn.execute(query).all())
         return [_proposal(row._mapping) for row in rows]
 
@@ -566,6 +577,33 @@ class Store(Leases, Steps, Links, Deliveries):
     async def event(self, event_id: int) -> Event | None:
         row = await self.read(lambda conn: conn.execute(_EVENT, {"b_id": event_id}).first())
         return None if row is None else _record(Event, row._mapping)
+
+
+def proposals_query(
+    *,
+    status: ProposalStatus | None = None,
+    run_id: str | None = None,
+    role: str | None = None,
+    kind: str | None = None,
+    before: tuple[datetime, str] | None = None,
+    limit: int | None = None,
+    newest_first: bool = True,
+) -> Select[Any]:
+    """The proposals that match, in creation order (`Store.list_proposals`, `page_proposals`)."""
+    c = t.proposals.c
+    # A run's proposals (a few dozen) are found by the run's index. Without statistics, SQLite
+    # would rather walk the status index, which gives the order too but holds the pending
+    # proposals of every run: a run's inbox took 26 ms at 100,000 pending. `status || ''`
+    # keeps the planner off that index (SQLite's documented way to disqualify a term).
+    status_term = c.status if run_id is None else c.status.concat("")
+    order = (c.created_at.desc(), c.id.desc()) if newest_first else (c.created_at, c.id)
+    query = select(t.proposals).order_by(*order).limit(limit)
+    query = where_given(
+        query, (status_term, status), (c.run_id, run_id), (c.role, role), (c.kind, kind)
+    )
+    if before is not None:
+        query = query.where(tuple_(c.created_at, c.id) < tuple_(*before))
+    return query
 
 
 def tokens_by_role(conn: Connection, run_id: str | None = None) -> dict[str, int]:
