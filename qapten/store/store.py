@@ -289,7 +289,8 @@ class Store(Leases, Steps, Links, Deliveries):
         kind: str | None = None,
     ) -> list[Proposal]:
         """All matching proposals, oldest first (the order a human works through them)."""
-        return await self._proposals(status=status, run_id=run_id, kind=kind, newest_first=False)
+        query = proposals_query(status=status, run_id=run_id, kind=kind, newest_first=False)
+        return await self._proposals(query)
 
     async def page_proposals(
         self,
@@ -302,30 +303,12 @@ class Store(Leases, Steps, Links, Deliveries):
         limit: int = 50,
     ) -> list[Proposal]:
         """Newest first; `before` is the (created_at, id) of the last item of the previous page."""
-        return await self._proposals(
+        query = proposals_query(
             status=status, run_id=run_id, role=role, kind=kind, before=before, limit=limit
         )
+        return await self._proposals(query)
 
-    async def _proposals(
-        self,
-        *,
-        status: ProposalStatus | None = None,
-        run_id: str | None = None,
-        role: str | None = None,
-        kind: str | None = None,
-        before: tuple[datetime, str] | None = None,
-        limit: int | None = None,
-        newest_first: bool = True,
-    ) -> list[Proposal]:
-        query = proposals_query(
-            status=status,
-            run_id=run_id,
-            role=role,
-            kind=kind,
-            before=before,
-            limit=limit,
-            newest_first=newest_first,
-        )
+    async def _proposals(self, query: Select[Any]) -> list[Proposal]:
         rows = await self.read(lambda conn: conn.execute(query).all())
         return [_proposal(row._mapping) for row in rows]
 
