@@ -576,8 +576,8 @@ def proposals_query(
     c = t.proposals.c
     # A run's proposals (a few dozen) are found by the run's index. Without statistics, SQLite
     # would rather walk the status index, which gives the order too but holds the pending
-    # proposals of every run: a run's inbox took 26 ms at 100,000 pending. `status || ''`
-    # keeps the planner off that index (SQLite's documented way to disqualify a term).
+    # proposals of every run: a run's inbox took 26 ms at 100,000 pending. A term on an
+    # expression of the column (`status || ''`) cannot use an index, so the planner keeps off it.
     status_term = c.status if run_id is None else c.status.concat("")
     order = (c.created_at.desc(), c.id.desc()) if newest_first else (c.created_at, c.id)
     query = select(t.proposals).order_by(*order).limit(limit)
