@@ -18,7 +18,7 @@ from qapten.driver import run_config
 from qapten.testing import ScriptedChatModel, delegate
 
 from ..conftest import ORG
-from .crash_harness import POINTS, run_harness
+from .crash_harness import POINTS, Harness, run_harness
 
 KILLS = 100
 
@@ -42,6 +42,23 @@ def test_sigkill_at_a_hundred_points_loses_nothing(tmp_path: Path) -> None:
     # Runs that were executing when the process died moved on by themselves after restart.
     assert figures.resumed > 0
     assert figures.model_reasked == 0
+
+
+@pytest.mark.sqlite_only  # the harness serves SQLite only
+def test_a_server_killed_as_it_starts_leaves_a_database_the_next_one_opens(
+    tmp_path: Path,
+) -> None:
+    # A kill within the first life's first milliseconds lands before the schema's transaction
+    # commits: the database has no tables yet, and that lost nothing (CI once saw the harness
+    # trip over it). The second life starts missions and dies too; the last one finishes them.
+    figures = Harness(tmp_path, seed=0).run(kills=2, plan=["random:0.0", "random:2.0"])
+
+    assert figures.problems == []
+    assert figures.kills["random"] == 2
+    assert figures.checked == 2
+    assert figures.runs_done == figures.runs_started > 0
+    assert figures.runs_lost == figures.proposals_lost == figures.decisions_lost == 0
+    assert figures.integrity == "ok"
 
 
 def _checkpoints_after_the_first_lost(db: str, run_id: str) -> None:
