@@ -38,7 +38,7 @@ class Sizes:
 FULL = Sizes(
     missions=30,
     pending_counts=(10, 10_000, 100_000),
-    resume_samples=200,
+    resume_samples=500,
     listed_proposals=100_000,
     list_requests=300,
     decisions=5_000,
