@@ -315,3 +315,12 @@ def _in_utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def _about(proposal: Proposal) -> dict[str, Any]:
+    return {"proposal_id": proposal.id, "task_id": proposal.task_id, "role": proposal.role}
+
+
+def _terms_shown(proposal: Proposal) -> dict[str, Any]:
+    """The deadline and quorum of a proposal, for its events (when it has them)."""
+    return proposal.model_dump(mode="json", include={"expires_at", "quorum"}, exclude_none=True)

@@ -1,7 +1,8 @@
-"""Durable records of Qapten: runs, proposals and decisions, deadlines, events. `Store` also has
-the run leases (leases.py), the tool journal (journal.py), the notes (notes.py), what a role's
-step reads and writes at once (steps.py), the used decision links (links.py) and the chat
-channels' deliveries (deliveries.py), on the base in base.py.
+"""Durable records of Qapten: runs, proposals and decisions, events. `Store` also has the
+proposals' deadlines (deadlines.py) and the run moves they share with decisions (moves.py), the
+run leases (leases.py), the tool journal (journal.py), the notes (notes.py), what a role's step
+reads and writes at once (steps.py), the used decision links (links.py) and the chat channels'
+deliveries (deliveries.py), on the base in base.py.
 
 One SQLAlchemy Core engine; SQLite (WAL) by default. Every state change writes its event in the
 same transaction, so the audit log never disagrees with the records it describes.
@@ -14,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Select,
     bindparam,
     func,
@@ -37,12 +37,14 @@ from qapten.proposals import (
 from qapten.store import tables as t
 from qapten.store.base import (
     Event,
-    NewEvent,
     Run,
+    _about,
     _proposal,
     _record,
+    _terms_shown,
     where_given,
 )
+from qapten.store.deadlines import Deadlines
 from qapten.store.deliveries import Deliveries
 from qapten.store.leases import Leases
 from qapten.store.links import Links
@@ -74,18 +76,9 @@ _DECIDE = (
 _DECIDE_AS_PROPOSED = _DECIDE.values(
     decided_payload=t.proposals.c.payload, approved_hash=t.proposals.c.payload_hash
 )
-# done and cancelled are final: a step finishing after a cancel cannot revive the run. (Two
-# inequalities rather than NOT IN: SQLAlchemy expands an IN list anew at each execution.)
-_MOVE_RUN = update(t.runs).where(
-    t.runs.c.id == bindparam("b_run"),
-    t.runs.c.status != bindparam("b_status"),
-    t.runs.c.status != "done",
-    t.runs.c.status != "cancelled",
-)
-_MOVE_RUN_FROM = _MOVE_RUN.where(t.runs.c.status == bindparam("b_from"))
 
 
-class Store(Leases, Steps, Links, Deliveries):
+class Store(Deadlines, Leases, Steps, Links, Deliveries):
     """Qapten's tables over one database. Use `Store.open(db)`; close with `await store.close()`.
 
     `clock` gives every time the store writes (tests pass a fake one). `terms`, when set, gives
@@ -165,42 +158,6 @@ class Store(Leases, Steps, Links, Deliveries):
             return True
 
         return await self.write(park)
-
-    def _move_run(
-        self,
-        conn: Connection,
-        run_id: str,
-        status: str,
-        *,
-        only_from: str | None = None,
-        result: str | None = None,
-        error: str | None = None,
-        after: Sequence[NewEvent] = (),
-    ) -> bool:
-        """Move the run to `status` (compare-and-set); False when it did not move. Its event
-        follows the events `after`, which are recorded whether it moved or not: all of them in
-        one statement (a decision's whole cost is a handful of statements)."""
-        values = {"status": status, "result": result, "error": error, "updated_at": self.clock()}
-        where = {"b_run": run_id, "b_status": status}
-        if only_from is None:
-            changed = self._execute(conn, _MOVE_RUN, {**where, **values})
-        else:
-            changed = self._execute(conn, _MOVE_RUN_FROM, {**where, "b_from": only_from, **values})
-        moved = changed.rowcount > 0
-        events = list(after)
-        if moved:
-            data = {k: v for k, v in {"result": result, "error": error}.items() if v is not None}
-            events.append((run_id, f"run.{status}", data))
-        if events:
-            self._events(conn, events)
-        return moved
-
-    def _wake(self, conn: Connection, event: NewEvent) -> None:
-        """Record `event`, which gives its run work again, and move the run from waiting to
-        running: a restart resumes exactly the runs marked running."""
-        run_id = event[0]
-        assert run_id is not None, "only an event of a run wakes it"
-        self._move_run(conn, run_id, "running", only_from="waiting", after=[event])
 
     async def retry_run(self, run_id: str, *, by: str, tasks: Sequence[str]) -> bool:
         """Move a failed run back to running (compare-and-set); False when it was not failed."""
@@ -444,88 +401,6 @@ class Store(Leases, Steps, Links, Deliveries):
             raise refused
         return current
 
-    # -- deadlines (qapten/deadlines.py applies them) ---------------------------------------------
-
-    async def due_proposals(self, now: datetime, *, limit: int = 500) -> list[Proposal]:
-        """Pending proposals whose deadline, then those whose reminder, is at or before `now`."""
-        c = t.proposals.c
-        # One query per time column, each a range of its (status, time) index: an OR of
-        # the two would read every pending proposal.
-        queries = [
-            select(t.proposals)
-            .where(c.status == ProposalStatus.PENDING.value, column <= now)
-            .order_by(column, c.id)
-            .limit(limit)
-            for column in (c.expires_at, c.remind_at)
-        ]
-        rows = await self.read(
-            lambda conn: [row for q in queries for row in conn.execute(q)], snapshot=True
-        )
-        found: dict[str, Proposal] = {}
-        for row in rows:
-            found.setdefault(row.id, _proposal(row._mapping))
-        return list(found.values())
-
-    async def remind(self, proposal: Proposal) -> bool:
-        """Record the reminder of `proposal`'s deadline once: False if it was sent already."""
-        c = t.proposals.c
-
-        def remind(conn: Connection) -> bool:
-            changed = conn.execute(
-                update(t.proposals)
-                .where(_unchanged(proposal), c.remind_at == proposal.remind_at)
-                .values(remind_at=None)
-            )
-            if changed.rowcount:
-                data = {**_about(proposal), **_terms_shown(proposal), "to": proposal.escalated_to}
-                self._event(conn, proposal.run_id, "proposal.reminder", data)
-            return bool(changed.rowcount)
-
-        return await self.write(remind)
-
-    async def expire(self, proposal: Proposal, *, reason: str) -> bool:
-        """Compare-and-set: `proposal` expires if it is still pending on the deadline seen and
-        that deadline has passed. False when a decision, or another sweeper, came first."""
-        now = self.clock()
-
-        def expire(conn: Connection) -> bool:
-            changed = conn.execute(
-                update(t.proposals)
-                .where(_unchanged(proposal), t.proposals.c.expires_at <= now)
-                .values(
-                    status=ProposalStatus.EXPIRED.value,
-                    decided_at=now,
-                    decided_by=DEADLINE_DECIDER,
-                    feedback=reason,
-                    remind_at=None,
-                )
-            )
-            if changed.rowcount:
-                data = {**_about(proposal), "reason": reason}
-                self._wake(conn, (proposal.run_id, "proposal.expired", data))
-            return bool(changed.rowcount)
-
-        return await self.write(expire)
-
-    async def escalate(
-        self, proposal: Proposal, *, to: str, expires_at: datetime, remind_at: datetime | None
-    ) -> bool:
-        """Compare-and-set: hand `proposal` to the deciders of `to`, with a new deadline."""
-
-        def escalate(conn: Connection) -> bool:
-            changed = conn.execute(
-                update(t.proposals)
-                .where(_unchanged(proposal))
-                .values(escalated_to=to, expires_at=expires_at, remind_at=remind_at)
-            )
-            if changed.rowcount:
-                data = {"from": proposal.escalated_to or proposal.role, "to": to}
-                data = {**_about(proposal), **data, "expires_at": expires_at.isoformat()}
-                self._event(conn, proposal.run_id, "proposal.escalated", data)
-            return bool(changed.rowcount)
-
-        return await self.write(escalate)
-
     async def cancel_pending(self, run_id: str, *, by: str) -> int:
         """Cancel the run's pending proposals, each with a ``proposal.cancelled`` event (the
         chat channels close its messages on it)."""
@@ -606,27 +481,7 @@ def _past_deadline(proposal: Proposal, now: datetime) -> bool:
     return proposal.expires_at is not None and proposal.expires_at <= now
 
 
-def _unchanged(proposal: Proposal) -> ColumnElement[bool]:
-    """The row is still pending on the deadline `proposal` was read with: the sweeper's CAS."""
-    c = t.proposals.c
-    deadline = (
-        c.expires_at.is_(None)
-        if proposal.expires_at is None
-        else c.expires_at == proposal.expires_at
-    )
-    return (c.id == proposal.id) & (c.status == ProposalStatus.PENDING.value) & deadline
-
-
 def _already_decided(current: Proposal) -> ProposalAlreadyDecided:
     if current.status is ProposalStatus.PENDING:  # past its deadline: it is expiring
         return ProposalAlreadyDecided(current.id, ProposalStatus.EXPIRED.value, DEADLINE_DECIDER)
     return ProposalAlreadyDecided(current.id, current.status.value, current.decided_by)
-
-
-def _about(proposal: Proposal) -> dict[str, Any]:
-    return {"proposal_id": proposal.id, "task_id": proposal.task_id, "role": proposal.role}
-
-
-def _terms_shown(proposal: Proposal) -> dict[str, Any]:
-    """The deadline and quorum of a proposal, for its events (when it has them)."""
-    return proposal.model_dump(mode="json", include={"expires_at", "quorum"}, exclude_none=True)
