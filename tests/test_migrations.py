@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -20,6 +21,7 @@ from qapten.proposals import ProposalStatus
 from qapten.storage import engine_url, open_storage
 from qapten.store import Store
 from qapten.store import tables as t
+from qapten.store.deadlines import due_queries
 from qapten.store.schema import MIGRATIONS, VERSION_TABLE, migrate, upgrade
 from qapten.store.tables import SCHEMA_REVISION, metadata
 
@@ -231,3 +233,49 @@ async def test_a_database_of_a_newer_qapten_is_refused_with_a_hint(db: str) -> N
         await open_storage(db)
     assert "9999" in str(caught.value)
     assert version_rows(db) == ["9999"]  # nothing changed
+
+
+@pytest.mark.parametrize("made", ["new", "upgraded"])
+def test_the_deadline_indexes_hold_only_proposals_with_a_deadline(db: str, made: str) -> None:
+    """The point of 0005: a decision on a proposal without a deadline moves no entry of the
+    deadline indexes, and a run's move no entry of a lease index (there is none)."""
+    if made == "upgraded":
+        make_first_release_db(db)
+    with connected(db) as conn:
+        upgrade(conn)
+    with connected(db) as conn:
+        if conn.dialect.name == "postgresql":
+            rows = conn.execute(text("SELECT indexname, indexdef FROM pg_indexes"))
+        else:
+            rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+        made_as = {name: str(sql) for name, sql in rows}
+    for column in ("expires_at", "remind_at"):
+        index = made_as[f"ix_qapten_proposals_{column.removesuffix('_at')}"]
+        assert f"{column} IS NOT NULL" in index, index
+    assert "ix_qapten_runs_lease" not in made_as
+    assert "ix_qapten_runs_status" in made_as
+
+
+@pytest.mark.sqlite_only  # SQLite's plans: PostgreSQL's depend on its statistics
+async def test_the_sweeper_finds_due_proposals_by_the_partial_indexes(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite:///{tmp_path / 'qapten.db'}")
+    try:
+        plans = await store.read(_due_plans)
+    finally:
+        await store.close()
+    assert ["ix_qapten_proposals_expires", "ix_qapten_proposals_remind"] == [
+        next(name for name in DEADLINE_INDEXES if name in plan) for plan in plans
+    ], plans
+
+
+DEADLINE_INDEXES = ("ix_qapten_proposals_expires", "ix_qapten_proposals_remind")
+
+
+def _due_plans(conn: Connection) -> list[str]:
+    """The plans of the sweeper's two queries (Store.due_proposals), as SQLite makes them."""
+    plans = []
+    for query in due_queries(WHEN, limit=500):
+        sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+        plans.append(" ".join(str(row[-1]) for row in rows))
+    return plans

@@ -5,8 +5,9 @@ each applies; every change here is a compare-and-set on the proposal as the swee
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Select, select, update
 from sqlalchemy.engine import Connection
 
 from qapten.proposals import DEADLINE_DECIDER, Proposal, ProposalStatus
@@ -18,16 +19,7 @@ from qapten.store.moves import RunMoves
 class Deadlines(RunMoves):
     async def due_proposals(self, now: datetime, *, limit: int = 500) -> list[Proposal]:
         """Pending proposals whose deadline, then those whose reminder, is at or before `now`."""
-        c = t.proposals.c
-        # One query per time column, each a range of its (status, time) index: an OR of
-        # the two would read every pending proposal.
-        queries = [
-            select(t.proposals)
-            .where(c.status == ProposalStatus.PENDING.value, column <= now)
-            .order_by(column, c.id)
-            .limit(limit)
-            for column in (c.expires_at, c.remind_at)
-        ]
+        queries = due_queries(now, limit=limit)
         rows = await self.read(
             lambda conn: [row for q in queries for row in conn.execute(q)], snapshot=True
         )
@@ -95,6 +87,20 @@ class Deadlines(RunMoves):
             return bool(changed.rowcount)
 
         return await self.write(escalate)
+
+
+def due_queries(now: datetime, *, limit: int) -> list[Select[Any]]:
+    """The pending proposals past their deadline, then past their reminder: one query per
+    time column, each a range of its partial (status, time) index. An OR of the two would
+    read every pending proposal."""
+    c = t.proposals.c
+    return [
+        select(t.proposals)
+        .where(c.status == ProposalStatus.PENDING.value, column <= now)
+        .order_by(column, c.id)
+        .limit(limit)
+        for column in (c.expires_at, c.remind_at)
+    ]
 
 
 def _unchanged(proposal: Proposal) -> ColumnElement[bool]:

@@ -3,6 +3,8 @@ notes, the signed decision links already used, and the notices delivered to chat
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -15,11 +17,19 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
 
-SCHEMA_REVISION = "0004"
+
+def with_a(column: str) -> dict[str, Any]:
+    """The keywords of a partial index over the rows where `column` is set, on both dialects."""
+    where = text(f"{column} IS NOT NULL")
+    return {"sqlite_where": where, "postgresql_where": where}
+
+
+SCHEMA_REVISION = "0005"
 """The Alembic revision these tables are at (qapten/store/migrations; a test checks it is head)."""
 
 # 64-bit ids on a database server; on SQLite an INTEGER primary key is the 64-bit rowid already,
@@ -42,9 +52,9 @@ runs = Table(
     Column("lease_owner", String(120)),
     Column("lease_token", Integer, nullable=False, default=0),
     Column("lease_expires_at", DateTime(timezone=True)),
+    # Also how workers find running runs whose writer died (qapten/queue.py): a run changes
+    # status at every step, and each index led by it is two more pages written each time.
     Index("ix_qapten_runs_status", "status", "created_at"),
-    # Workers look for running runs whose writer died (its lease lapsed): qapten/queue.py.
-    Index("ix_qapten_runs_lease", "status", "lease_expires_at"),
 )
 
 proposals = Table(
@@ -81,8 +91,11 @@ proposals = Table(
     UniqueConstraint("run_id", "task_id", "step", name="uq_qapten_proposals_step"),
     Index("ix_qapten_proposals_status", "status", "created_at", "id"),
     Index("ix_qapten_proposals_run", "run_id", "created_at"),
-    Index("ix_qapten_proposals_expires", "status", "expires_at"),
-    Index("ix_qapten_proposals_remind", "status", "remind_at"),
+    # Only the proposals with a deadline: a decision on one without (most of them) moves no
+    # entry of these two. The sweeper's `time <= now` implies the condition, so both SQLite
+    # and PostgreSQL use them for it.
+    Index("ix_qapten_proposals_expires", "status", "expires_at", **with_a("expires_at")),
+    Index("ix_qapten_proposals_remind", "status", "remind_at", **with_a("remind_at")),
 )
 
 events = Table(
