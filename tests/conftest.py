@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from qapten import Swarm
+from qapten.store import Store
 from qapten.testing import ScriptedChatModel
 from tests.postgres import Cluster, running_cluster
 from tests.postgres import available as postgres_available
@@ -62,6 +63,17 @@ def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 SwarmFactory = Callable[..., Swarm]
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store on a fresh SQLite file: for tests of what SQLite itself does (its driver, its
+    query plans), which run on SQLite only."""
+    store = await Store.open(f"sqlite:///{tmp_path / 'qapten.db'}")
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture

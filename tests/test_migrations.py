@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,7 +20,6 @@ from qapten.proposals import ProposalStatus
 from qapten.storage import engine_url, open_storage
 from qapten.store import Store
 from qapten.store import tables as t
-from qapten.store.deadlines import due_queries
 from qapten.store.schema import MIGRATIONS, VERSION_TABLE, migrate, upgrade
 from qapten.store.tables import SCHEMA_REVISION, metadata
 
@@ -254,28 +252,3 @@ def test_the_deadline_indexes_hold_only_proposals_with_a_deadline(db: str, made:
         assert f"{column} IS NOT NULL" in index, index
     assert "ix_qapten_runs_lease" not in made_as
     assert "ix_qapten_runs_status" in made_as
-
-
-@pytest.mark.sqlite_only  # SQLite's plans: PostgreSQL's depend on its statistics
-async def test_the_sweeper_finds_due_proposals_by_the_partial_indexes(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite:///{tmp_path / 'qapten.db'}")
-    try:
-        plans = await store.read(_due_plans)
-    finally:
-        await store.close()
-    assert ["ix_qapten_proposals_expires", "ix_qapten_proposals_remind"] == [
-        next(name for name in DEADLINE_INDEXES if name in plan) for plan in plans
-    ], plans
-
-
-DEADLINE_INDEXES = ("ix_qapten_proposals_expires", "ix_qapten_proposals_remind")
-
-
-def _due_plans(conn: Connection) -> list[str]:
-    """The plans of the sweeper's two queries (Store.due_proposals), as SQLite makes them."""
-    plans = []
-    for query in due_queries(WHEN, limit=500):
-        sql = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").fetchall()
-        plans.append(" ".join(str(row[-1]) for row in rows))
-    return plans

@@ -1,14 +1,12 @@
-"""The store's statements on SQLite. Run straight on the driver, they store and return exactly
-what they would through SQLAlchemy: the same stored text, the same values back, the same errors.
-And a run's inbox is read through the run's index."""
+"""Statements run straight on SQLite's driver store and return exactly what they would through
+SQLAlchemy: the same stored text, the same values back, the same errors."""
 
 from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,11 +14,9 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from qapten.proposals import ProposalStatus
 from qapten.store import Store
 from qapten.store import tables as t
 from qapten.store.prepared import PreparedStatements
-from qapten.store.store import proposals_query
 
 WHEN = datetime(2026, 12, 3, 16, 30, 5, 123456, tzinfo=UTC)
 DATA = {"text": "naïve café ✅", "nested": {"n": [1, 2.5, None, True]}}
@@ -28,17 +24,8 @@ RAW_EVENT = "SELECT run_id, type, data, created_at FROM qapten_events WHERE id =
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(f"sqlite:///{tmp_path / 'qapten.db'}")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-def conn(store: Store) -> Iterator[Connection]:
-    with store.engine.connect() as conn:
+def conn(sqlite_store: Store) -> Iterator[Connection]:
+    with sqlite_store.engine.connect() as conn:
         yield conn
 
 
@@ -48,8 +35,8 @@ def _raw(conn: Connection, sql: str, *args: Any) -> tuple[Any, ...]:
     return tuple(driver.execute(sql, args).fetchone())
 
 
-def test_rows_are_stored_as_sqlalchemy_stores_them(store: Store, conn: Connection) -> None:
-    statements = PreparedStatements(store.engine.dialect)
+def test_rows_are_stored_as_sqlalchemy_stores_them(sqlite_store: Store, conn: Connection) -> None:
+    statements = PreparedStatements(sqlite_store.engine.dialect)
     row = {"run_id": "run-1", "type": "test.one", "data": DATA, "created_at": WHEN}
     statements.run(conn, insert(t.events), [row, {**row, "type": "test.two"}])
     conn.execute(insert(t.events), {**row, "type": "test.three"})
@@ -64,8 +51,10 @@ def test_rows_are_stored_as_sqlalchemy_stores_them(store: Store, conn: Connectio
     assert all(r.data == DATA and r.created_at == WHEN.replace(tzinfo=None) for r in read)
 
 
-def test_an_update_returns_its_rows_typed_and_counts_them(store: Store, conn: Connection) -> None:
-    statements = PreparedStatements(store.engine.dialect)
+def test_an_update_returns_its_rows_typed_and_counts_them(
+    sqlite_store: Store, conn: Connection
+) -> None:
+    statements = PreparedStatements(sqlite_store.engine.dialect)
     conn.execute(
         insert(t.runs),
         {"id": "run-1", "org": "acme", "mission": "m", "status": "waiting"}
@@ -97,17 +86,19 @@ def test_an_update_returns_its_rows_typed_and_counts_them(store: Store, conn: Co
     ]
 
 
-def test_a_driver_error_is_sqlalchemys_error(store: Store, conn: Connection) -> None:
-    statements = PreparedStatements(store.engine.dialect)
+def test_a_driver_error_is_sqlalchemys_error(sqlite_store: Store, conn: Connection) -> None:
+    statements = PreparedStatements(sqlite_store.engine.dialect)
     row = {"run_id": None, "type": None, "data": {}, "created_at": WHEN}  # type is NOT NULL
     with pytest.raises(IntegrityError, match=r"NOT NULL constraint failed: qapten_events\.type"):
         statements.run(conn, insert(t.events), row)
 
 
-def test_what_cannot_be_prepared_runs_through_sqlalchemy(store: Store, conn: Connection) -> None:
+def test_what_cannot_be_prepared_runs_through_sqlalchemy(
+    sqlite_store: Store, conn: Connection
+) -> None:
     """An IN list is expanded at each execution, and a default computed in Python is worked out
     then too: SQLAlchemy runs those, and the outcome has the same shape."""
-    statements = PreparedStatements(store.engine.dialect)
+    statements = PreparedStatements(sqlite_store.engine.dialect)
     run = {"org": "acme", "mission": "m", "status": "waiting", "created_at": WHEN}
     # lease_token is left out: its default (0) is SQLAlchemy's to fill in.
     statements.run(conn, insert(t.runs), [{**run, "id": "run-1", "updated_at": WHEN}])
@@ -124,30 +115,11 @@ def test_what_cannot_be_prepared_runs_through_sqlalchemy(store: Store, conn: Con
     assert count.scalar == 2
 
 
-def test_a_statement_built_for_one_call_is_let_go(store: Store, conn: Connection) -> None:
-    statements = PreparedStatements(store.engine.dialect)
+def test_a_statement_built_for_one_call_is_let_go(sqlite_store: Store, conn: Connection) -> None:
+    statements = PreparedStatements(sqlite_store.engine.dialect)
     query = select(t.runs.c.id).where(t.runs.c.id == bindparam("b_run"))
     assert statements.run(conn, query, {"b_run": "none"}).rows == []
     gone = weakref.ref(query)
     del query
     gc.collect()
     assert gone() is None
-
-
-def test_a_runs_inbox_is_found_by_the_runs_index(store: Store, conn: Connection) -> None:
-    """Not by the status index, which holds the pending proposals of every run: with many of
-    them, reading one run's inbox took as long as walking them all."""
-    query = proposals_query(status=ProposalStatus.PENDING, run_id="run-1", newest_first=False)
-    sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
-    plan = " ".join(str(row[-1]) for row in _explain(conn, sql))
-    assert "ix_qapten_proposals_run" in plan and "ix_qapten_proposals_status" not in plan, plan
-    # Without a run, the inbox of every run is what the status index is for.
-    query = proposals_query(status=ProposalStatus.PENDING, limit=50)
-    sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
-    assert "ix_qapten_proposals_status" in " ".join(str(row[-1]) for row in _explain(conn, sql))
-
-
-def _explain(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    return [tuple(row) for row in driver.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()]
