@@ -14,16 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    bindparam,
-    func,
-    insert,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import Select, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from qapten.errors import ProposalAlreadyDecided, ProposalNotFound, RunNotFound

@@ -18,6 +18,7 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The condition is written out, not taken from tables.py: a migration stays as it was applied.
 _DEADLINES = {
     "expires_at": "ix_qapten_proposals_expires",
     "remind_at": "ix_qapten_proposals_remind",
